@@ -1,0 +1,63 @@
+/*
+ * api: the PostHog client. URLs, the auth header, the three list
+ * shapes, retries with backoff inside one deadline, and error bodies
+ * turned into an errno and a message.
+ *
+ * Knows no FUSE. Never puts the key anywhere but the request header.
+ */
+#ifndef PHFS_API_H
+#define PHFS_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <cJSON.h>
+
+struct api;
+
+struct api_opts {
+	const char *base_url; /* "https://us.posthog.com", no trailing '/' */
+	const char *key;
+	const char *cacert;
+	double timeout;       /* seconds for one operation, retries included */
+	int retries;          /* retries after the first attempt */
+	int verbose;
+};
+
+/* What went wrong, for the one log line the caller writes. */
+struct api_err {
+	int err;       /* the errno: EIO, EACCES, ENOENT, EINVAL, ... */
+	long status;   /* HTTP status, 0 when the server never answered */
+	char msg[384]; /* one line, no secrets */
+};
+
+struct api_stats {
+	unsigned long get, post, patch, put, del, retries, failures;
+};
+
+struct api *api_new(const struct api_opts *o);
+void api_free(struct api *a);
+/* Before fork(): stops the I/O thread (see http_suspend). */
+void api_suspend(struct api *a);
+void api_stats(struct api *a, struct api_stats *out);
+
+/*
+ * Every project the key can see: an array of project objects (caller
+ * frees). Follows the DRF pages of /api/projects/.
+ */
+int api_list_projects(struct api *a, cJSON **out, struct api_err *e);
+
+/* One project by id or "@current". */
+int api_get_project(struct api *a, const char *id, cJSON **out,
+		    struct api_err *e);
+
+/*
+ * Every live action of a project, whatever list shape the server uses:
+ * remaining pages are fetched in parallel once the first gives a count.
+ */
+int api_list_actions(struct api *a, uint64_t project, cJSON **out,
+		     struct api_err *e);
+
+int api_get_action(struct api *a, uint64_t project, uint64_t id,
+		   cJSON **out, struct api_err *e);
+
+#endif

@@ -1,0 +1,189 @@
+/*
+ * listing: parse what the server answers, whatever shape it has.
+ *
+ * Pure. Must never trust a field's type, recurse without a bound, or
+ * copy a control character from the server into a message.
+ */
+#include "listing.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void set_err(char *err, size_t errlen, const char *msg)
+{
+	if (err && errlen)
+		snprintf(err, errlen, "%s", msg);
+}
+
+/* The deepest nesting of arrays and objects in @body, outside strings. */
+static size_t json_depth(const char *body, size_t len)
+{
+	size_t depth = 0, max = 0;
+	int in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = body[i];
+
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '[' || c == '{') {
+			if (++depth > max)
+				max = depth;
+		} else if ((c == ']' || c == '}') && depth) {
+			depth--;
+		}
+	}
+	return max;
+}
+
+cJSON *listing_parse_json(const char *body, size_t len, char *err,
+			  size_t errlen)
+{
+	cJSON *root;
+
+	if (!body || !len) {
+		set_err(err, errlen, "empty response body");
+		return NULL;
+	}
+	if (json_depth(body, len) > LISTING_MAX_DEPTH) {
+		set_err(err, errlen, "response nested too deeply");
+		return NULL;
+	}
+	root = cJSON_ParseWithLength(body, len);
+	if (!root) {
+		set_err(err, errlen,
+			body[0] == '<' ? "response is HTML, not JSON"
+				       : "response is not valid JSON");
+		return NULL;
+	}
+	return root;
+}
+
+int listing_parse(const char *body, size_t len, struct listing_page *page,
+		  char *err, size_t errlen)
+{
+	cJSON *root, *results, *count, *next;
+
+	memset(page, 0, sizeof(*page));
+	page->count = -1;
+	root = listing_parse_json(body, len, err, errlen);
+	if (!root)
+		return -EPROTO;
+	if (cJSON_IsArray(root)) {
+		/* A bare list: everything at once. */
+		page->root = root;
+		page->results = root;
+		return 0;
+	}
+	results = cJSON_GetObjectItemCaseSensitive(root, "results");
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(results)) {
+		set_err(err, errlen, "response has no \"results\" list");
+		cJSON_Delete(root);
+		return -EPROTO;
+	}
+	count = cJSON_GetObjectItemCaseSensitive(root, "count");
+	if (cJSON_IsNumber(count) && count->valuedouble >= 0 &&
+	    count->valuedouble <= 9007199254740992.0 &&
+	    floor(count->valuedouble) == count->valuedouble)
+		page->count = (long long)count->valuedouble;
+	next = cJSON_GetObjectItemCaseSensitive(root, "next");
+	if (cJSON_IsString(next) && next->valuestring[0]) {
+		page->has_next = 1;
+		page->next = strdup(next->valuestring);
+	}
+	page->root = root;
+	page->results = results;
+	return 0;
+}
+
+void listing_free(struct listing_page *page)
+{
+	cJSON_Delete(page->root);
+	free(page->next);
+	memset(page, 0, sizeof(*page));
+}
+
+int listing_item_id(const cJSON *item, uint64_t *id)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, "id");
+
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 1) ||
+	    v->valuedouble > 9007199254740992.0 ||
+	    floor(v->valuedouble) != v->valuedouble)
+		return -1;
+	*id = (uint64_t)v->valuedouble;
+	return 0;
+}
+
+const char *listing_item_name(const cJSON *item)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, "name");
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Copies @s into @out, control characters as '?', cut to @max bytes. */
+static size_t copy_clean(char *out, size_t outlen, const char *s, size_t max)
+{
+	size_t n = 0;
+
+	for (; *s && n + 1 < outlen && n < max; s++)
+		out[n++] = ((unsigned char)*s < 0x20 || *s == 0x7F) ? '?' : *s;
+	out[n] = '\0';
+	return n;
+}
+
+static const char *status_text(long status)
+{
+	switch (status) {
+	case 400: return "bad request";
+	case 401: return "not authenticated";
+	case 403: return "permission denied";
+	case 404: return "not found";
+	case 405: return "method not allowed";
+	case 413: return "request too large";
+	case 429: return "rate limited";
+	case 500: return "server error";
+	case 502: return "bad gateway";
+	case 503: return "service unavailable";
+	case 504: return "gateway timeout";
+	default: return "unexpected answer";
+	}
+}
+
+void listing_error_reason(const char *body, size_t len, long status,
+			  char *out, size_t outlen)
+{
+	cJSON *root = NULL, *detail, *attr;
+	size_t n;
+
+	if (!outlen)
+		return;
+	if (body && len && json_depth(body, len) <= LISTING_MAX_DEPTH)
+		root = cJSON_ParseWithLength(body, len);
+	detail = cJSON_GetObjectItemCaseSensitive(root, "detail");
+	attr = cJSON_GetObjectItemCaseSensitive(root, "attr");
+	if (cJSON_IsObject(root) && cJSON_IsString(detail)) {
+		n = copy_clean(out, outlen, detail->valuestring, 300);
+		if (cJSON_IsString(attr) && n + 8 < outlen) {
+			strcpy(out + n, " (attr ");
+			n += 7;
+			n += copy_clean(out + n, outlen - n - 1,
+					attr->valuestring, 100);
+			strcpy(out + n, ")");
+		}
+	} else {
+		snprintf(out, outlen, "HTTP %ld: %s%s", status,
+			 status_text(status),
+			 body && len && body[0] == '<' ? " (an HTML page)" : "");
+	}
+	cJSON_Delete(root);
+}

@@ -1,0 +1,60 @@
+/*
+ * tree: the mounted state. Projects, their actions, the rendered bytes
+ * of each, when each was fetched, and the .phfs/ files. Decides when to
+ * ask the server (TTL) and what a path means.
+ *
+ * Knows no FUSE: paths in, struct stat, bytes and -errno out. Never
+ * holds its lock across a request.
+ */
+#ifndef PHFS_TREE_H
+#define PHFS_TREE_H
+
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "api.h"
+
+struct tree;
+struct tree_handle;
+
+struct tree_opts {
+	double ttl;            /* seconds a listing or action is trusted */
+	int ro;                /* modes 0444/0555 */
+	uid_t uid;
+	gid_t gid;
+	char **projects;       /* -o project= ids or "@current", or NULL */
+	size_t nprojects;
+};
+
+struct tree *tree_new(struct api *api, const struct tree_opts *o);
+void tree_free(struct tree *t);
+
+/*
+ * The check before mounting: lists the projects (or gets each of
+ * -o project=) and keeps the answer. Returns 0 or -errno with @e set.
+ */
+int tree_premount(struct tree *t, struct api_err *e);
+
+/* Forgets every listing and action so the next access fetches (SIGHUP). */
+void tree_drop_caches(struct tree *t);
+
+int tree_getattr(struct tree *t, const char *path, struct stat *st);
+
+/* Called once per entry; returns non-zero to stop. */
+typedef int (*tree_fill_fn)(void *ctx, const char *name,
+			    const struct stat *st);
+int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill,
+		 void *ctx);
+
+struct tree_open_result {
+	struct tree_handle *handle;
+	int keep_cache; /* the kernel's cached pages are still right */
+	int direct_io;  /* content whose size is not known ahead */
+};
+int tree_open(struct tree *t, const char *path, int flags,
+	      struct tree_open_result *out);
+ssize_t tree_read(struct tree_handle *h, char *buf, size_t size, off_t off);
+void tree_release(struct tree_handle *h);
+
+#endif
