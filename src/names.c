@@ -80,6 +80,46 @@ static int is_separator_cp(long c)
 	return (c & 0xFFFE) == 0xFFFE;
 }
 
+/*
+ * Lower case for the common alphabets (Latin-1, Latin Extended-A, Greek,
+ * Cyrillic, Armenian, fullwidth Latin), so "Регистрация" slugs like
+ * "Signed up" does. Each mapping keeps the UTF-8 length.
+ */
+static long lower_cp(long c)
+{
+	if ((c >= 0xC0 && c <= 0xDE && c != 0xD7) ||
+	    (c >= 0x391 && c <= 0x3AB && c != 0x3A2) ||
+	    (c >= 0x410 && c <= 0x42F) || (c >= 0xFF21 && c <= 0xFF3A))
+		return c + 0x20;
+	if (c >= 0x400 && c <= 0x40F)
+		return c + 0x50;
+	if (c >= 0x531 && c <= 0x556)
+		return c + 0x30;
+	if (c == 0x178)
+		return 0xFF;
+	if (((c >= 0x100 && c <= 0x12F) || (c >= 0x132 && c <= 0x137) ||
+	     (c >= 0x14A && c <= 0x177) || (c >= 0x460 && c <= 0x481) ||
+	     (c >= 0x48A && c <= 0x4BF)) && !(c & 1))
+		return c + 1;
+	if (((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E)) &&
+	    (c & 1))
+		return c + 1;
+	return c;
+}
+
+/* Writes @c as UTF-8 of exactly @len bytes. */
+static void utf8_encode(long c, size_t len, char *out)
+{
+	if (len == 2) {
+		out[0] = (char)(0xC0 | (c >> 6));
+		out[1] = (char)(0x80 | (c & 0x3F));
+	} else if (len == 3) {
+		out[0] = (char)(0xE0 | (c >> 12));
+		out[1] = (char)(0x80 | ((c >> 6) & 0x3F));
+		out[2] = (char)(0x80 | (c & 0x3F));
+	}
+}
+
 size_t names_slug(const char *name, char *out)
 {
 	const unsigned char *s = (const unsigned char *)name;
@@ -111,9 +151,15 @@ size_t names_slug(const char *name, char *out)
 		if (dash)
 			out[len++] = '-';
 		dash = 0;
-		for (size_t k = 0; k < clen; k++) {
-			unsigned char b = s[i + k];
-			out[len++] = (b >= 'A' && b <= 'Z') ? b + 32 : b;
+		if (cp < 0x80) {
+			out[len++] = (char)((cp >= 'A' && cp <= 'Z') ? cp + 32
+								     : cp);
+		} else if (lower_cp(cp) != cp) {
+			utf8_encode(lower_cp(cp), clen, out + len);
+			len += clen;
+		} else {
+			memcpy(out + len, s + i, clen);
+			len += clen;
 		}
 		i += clen;
 	}
