@@ -192,36 +192,94 @@ void action_format_number(double d, char *out)
 	}
 }
 
+/* @s with invalid UTF-8 replaced as jq reads it; NULL if already valid. */
+static char *utf8_cleaned(const char *s)
+{
+	size_t n = strlen(s), i = 0;
+	struct buf b = {0};
+
+	for (i = 0; i < n && (unsigned char)s[i] < 0x80; i++)
+		;
+	if (i == n)
+		return NULL;
+	for (i = 0; i < n;) {
+		long cp;
+		size_t len = utf8_next((const unsigned char *)s + i, n - i, &cp);
+
+		if (cp < 0)
+			buf_add(&b, "\xEF\xBF\xBD", 3);
+		else
+			buf_add(&b, s + i, len);
+		i += len;
+	}
+	if (b.failed || (b.len == n && !memcmp(b.data, s, n))) {
+		free(b.data);
+		return NULL;
+	}
+	return b.data;
+}
+
+struct member {
+	const cJSON *item;
+	const char *key; /* as jq reads it */
+	size_t pos;
+};
+
+static int cmp_member(const void *x, const void *y)
+{
+	const struct member *a = x, *b = y;
+	int c = strcmp(a->key, b->key);
+
+	if (c)
+		return c;
+	return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
 /*
  * jq keeps one member per key: at the place where the key first
- * appeared, with the value it was given last.
+ * appeared, with the value it was given last. Fills @val[i] with the
+ * value to print for member i, or NULL when member i is a later
+ * duplicate. Returns -1 on allocation failure.
  */
-static const cJSON *first_of_key(const cJSON *obj, const cJSON *item)
+static int dedup_members(const cJSON *obj, size_t n, const cJSON **val)
 {
-	for (const cJSON *it = obj->child; it != item; it = it->next)
-		if (it->string && item->string &&
-		    strcmp(it->string, item->string) == 0)
-			return it;
-	return NULL;
+	struct member *m = calloc(n, sizeof(*m));
+	char **clean = calloc(n, sizeof(*clean));
+	size_t i = 0;
+	const cJSON *it;
+
+	if (!m || !clean) {
+		free(m);
+		free(clean);
+		return -1;
+	}
+	for (it = obj->child; it; it = it->next, i++) {
+		clean[i] = utf8_cleaned(it->string ? it->string : "");
+		m[i].item = it;
+		m[i].key = clean[i] ? clean[i] : (it->string ? it->string : "");
+		m[i].pos = i;
+	}
+	qsort(m, n, sizeof(*m), cmp_member);
+	for (size_t g = 0; g < n;) {
+		size_t end = g + 1;
+
+		while (end < n && !strcmp(m[end].key, m[g].key))
+			end++;
+		val[m[g].pos] = m[end - 1].item;
+		for (size_t k = g + 1; k < end; k++)
+			val[m[k].pos] = NULL;
+		g = end;
+	}
+	for (i = 0; i < n; i++)
+		free(clean[i]);
+	free(clean);
+	free(m);
+	return 0;
 }
-
-static const cJSON *last_of_key(const cJSON *item)
-{
-	const cJSON *last = item;
-
-	for (const cJSON *it = item->next; it; it = it->next)
-		if (it->string && item->string &&
-		    strcmp(it->string, item->string) == 0)
-			last = it;
-	return last;
-}
-
-/* Objects larger than this skip the quadratic duplicate-key pass. */
-#define DEDUP_MAX_MEMBERS 512
 
 static int render_value(struct buf *b, const cJSON *v, int depth)
 {
-	char num[40];
+	char num[ACTION_NUMBER_MAX];
 
 	if (depth > ACTION_MAX_DEPTH)
 		return -1;
@@ -238,23 +296,28 @@ static int render_value(struct buf *b, const cJSON *v, int depth)
 		render_string(b, v->valuestring);
 	} else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
 		int is_obj = cJSON_IsObject(v);
-		int dedup = is_obj &&
-			    cJSON_GetArraySize(v) <= DEDUP_MAX_MEMBERS;
-		int first = 1;
+		size_t n = 0, i = 0;
+		const cJSON **vals = NULL;
+		const cJSON *it;
+		int first = 1, rc = 0;
 
 		if (!v->child) {
 			buf_str(b, is_obj ? "{}" : "[]");
 			return 0;
 		}
-		buf_str(b, is_obj ? "{" : "[");
-		for (const cJSON *it = v->child; it; it = it->next) {
-			const cJSON *val = it;
-
-			if (dedup) {
-				if (first_of_key(v, it))
-					continue;
-				val = last_of_key(it);
+		for (it = v->child; it; it = it->next)
+			n++;
+		if (is_obj) {
+			vals = malloc(n * sizeof(*vals));
+			if (!vals || dedup_members(v, n, vals)) {
+				free(vals);
+				return -1;
 			}
+		}
+		buf_str(b, is_obj ? "{" : "[");
+		for (it = v->child; it && !rc; it = it->next, i++) {
+			if (is_obj && !vals[i])
+				continue;
 			buf_str(b, first ? "\n" : ",\n");
 			first = 0;
 			buf_indent(b, depth + 1);
@@ -262,9 +325,11 @@ static int render_value(struct buf *b, const cJSON *v, int depth)
 				render_string(b, it->string);
 				buf_str(b, ": ");
 			}
-			if (render_value(b, val, depth + 1) < 0)
-				return -1;
+			rc = render_value(b, is_obj ? vals[i] : it, depth + 1);
 		}
+		free(vals);
+		if (rc)
+			return -1;
 		buf_str(b, "\n");
 		buf_indent(b, depth);
 		buf_str(b, is_obj ? "}" : "]");

@@ -20,7 +20,10 @@ char *action_render(const cJSON *json, size_t *len);
 
 #define ACTION_MAX_DEPTH 512
 
-/* Formats a double as jq 1.6 prints numbers. @out holds 32 bytes. */
+/* The longest number text with its NUL: a sign, 32 digits, no point. */
+#define ACTION_NUMBER_MAX 40
+
+/* Formats a double as jq 1.6 prints numbers into ACTION_NUMBER_MAX bytes. */
 void action_format_number(double d, char *out);
 
 #endif

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "unicode_tables.h"
+
 /*
  * Decodes one UTF-8 character at @s (@n bytes left). Returns its length
  * and sets *cp, or returns 1 and sets *cp = -1 for a byte that does not
@@ -57,53 +59,43 @@ static size_t utf8_decode(const unsigned char *s, size_t n, long *cp)
 	return len;
 }
 
-/*
- * Non-ASCII code points that are not letters or digits: controls,
- * spaces, punctuation, symbols, arrows, emoji, joiners, private use and
- * non-characters. A slug keeps the rest as they are.
- */
-static int is_separator_cp(long c)
+/* Non-ASCII letters, marks and digits are kept; anything else is a
+ * separator, as in ASCII. */
+static int in_ranges(const unsigned int (*r)[2], size_t n, long c)
 {
-	static const long ranges[][2] = {
-		{0x80, 0xA9},     {0xAB, 0xB4},	    {0xB6, 0xB9},
-		{0xBB, 0xBF},     {0xD7, 0xD7},	    {0xF7, 0xF7},
-		{0x2000, 0x206F}, {0x20A0, 0x20CF}, {0x2190, 0x2BFF},
-		{0x2E00, 0x2E7F}, {0x3000, 0x3004}, {0x3008, 0x303F},
-		{0xD800, 0xF8FF}, {0xFE00, 0xFE0F}, {0xFE30, 0xFE4F},
-		{0xFEFF, 0xFEFF}, {0xFF00, 0xFF0F}, {0xFF1A, 0xFF20},
-		{0xFFF0, 0xFFFF}, {0x1F000, 0x1FAFF}, {0xE0000, 0x10FFFF},
-	};
+	size_t lo = 0, hi = n;
 
-	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
-		if (c >= ranges[i][0] && c <= ranges[i][1])
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+
+		if (c < (long)r[mid][0])
+			hi = mid;
+		else if (c > (long)r[mid][1])
+			lo = mid + 1;
+		else
 			return 1;
-	return (c & 0xFFFE) == 0xFFFE;
+	}
+	return 0;
 }
 
-/*
- * Lower case for the common alphabets (Latin-1, Latin Extended-A, Greek,
- * Cyrillic, Armenian, fullwidth Latin), so "Регистрация" slugs like
- * "Signed up" does. Each mapping keeps the UTF-8 length.
- */
+#define IN_TABLE(t, c) in_ranges(t, sizeof(t) / sizeof(t[0]), c)
+
+/* Lower case, where it keeps the UTF-8 length. */
 static long lower_cp(long c)
 {
-	if ((c >= 0xC0 && c <= 0xDE && c != 0xD7) ||
-	    (c >= 0x391 && c <= 0x3AB && c != 0x3A2) ||
-	    (c >= 0x410 && c <= 0x42F) || (c >= 0xFF21 && c <= 0xFF3A))
-		return c + 0x20;
-	if (c >= 0x400 && c <= 0x40F)
-		return c + 0x50;
-	if (c >= 0x531 && c <= 0x556)
-		return c + 0x30;
-	if (c == 0x178)
-		return 0xFF;
-	if (((c >= 0x100 && c <= 0x12F) || (c >= 0x132 && c <= 0x137) ||
-	     (c >= 0x14A && c <= 0x177) || (c >= 0x460 && c <= 0x481) ||
-	     (c >= 0x48A && c <= 0x4BF)) && !(c & 1))
-		return c + 1;
-	if (((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E)) &&
-	    (c & 1))
-		return c + 1;
+	size_t lo = 0, hi = sizeof(unicode_lower) / sizeof(unicode_lower[0]);
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		const int *r = unicode_lower[mid];
+
+		if (c < r[0])
+			hi = mid;
+		else if (c > r[1])
+			lo = mid + 1;
+		else
+			return (c - r[0]) % r[3] == 0 ? c + r[2] : c;
+	}
 	return c;
 }
 
@@ -125,7 +117,7 @@ size_t names_slug(const char *name, char *out)
 	const unsigned char *s = (const unsigned char *)name;
 	size_t n = name ? strlen(name) : 0;
 	size_t len = 0;
-	int dash = 0;
+	int dash = 0, prev_kept = 0;
 
 	for (size_t i = 0; i < n;) {
 		long cp;
@@ -138,8 +130,11 @@ size_t names_slug(const char *name, char *out)
 			keep = (cp >= 'a' && cp <= 'z') ||
 			       (cp >= 'A' && cp <= 'Z') ||
 			       (cp >= '0' && cp <= '9');
+		else if (IN_TABLE(unicode_mark, cp))
+			keep = prev_kept; /* a mark on a separator goes too */
 		else
-			keep = !is_separator_cp(cp);
+			keep = IN_TABLE(unicode_word, cp);
+		prev_kept = keep;
 
 		if (!keep) {
 			dash = len > 0;
