@@ -27,3 +27,35 @@ char *action_render(const cJSON *json, size_t *len);
 void action_format_number(double d, char *out);
 
 #endif
+
+/*
+ * Parses and checks the text of an action file before anything is sent:
+ * JSON syntax (with line and column), an object, known fields only, the
+ * types and values the server accepts, a non-blank name, and read-only
+ * fields unchanged from @base (the version the file was opened on;
+ * NULL for a new file, whose read-only fields are ignored).
+ * Returns the parsed object, or NULL with a one-line reason in @why.
+ */
+cJSON *action_parse(const char *text, size_t len, const cJSON *base,
+		    char *why, size_t whylen);
+
+/*
+ * The PATCH body: the writable fields of @edit whose value differs from
+ * @base. Returns NULL when nothing differs (or on allocation failure,
+ * with *oom set).
+ */
+cJSON *action_diff(const cJSON *base, const cJSON *edit, int *oom);
+
+/*
+ * The fields of @patch that the server changed since @base (their value
+ * in @server differs from @base): written to @out as "a, b". Returns
+ * how many.
+ */
+int action_conflicts(const cJSON *base, const cJSON *server,
+		     const cJSON *patch, char *out, size_t outlen);
+
+/*
+ * The POST body for a new action: the writable fields of @edit, with
+ * "name" set to @fallback_name when @edit has none.
+ */
+cJSON *action_create_body(const cJSON *edit, const char *fallback_name);
