@@ -202,13 +202,14 @@ static void sleep_for(double s)
 }
 
 /*
- * Performs @n GET requests for @paths in parallel, retrying each that
- * fails transiently, all before @deadline. On success every reqs[i]
- * holds a 2xx answer; returns 0 or a negative errno with @e filled from
- * the first failure.
+ * Performs @n requests for @paths in parallel, retrying each that fails
+ * transiently, all before @deadline. On success every reqs[i] holds a
+ * 2xx answer; returns 0 or a negative errno with @e filled from the
+ * first failure, and e->sent set when a failed POST may have arrived.
  */
-static int get_many(struct api *a, char **paths, struct http_req *reqs,
-		    size_t n, double deadline, struct api_err *e)
+static int request_many(struct api *a, const char *method, const char *body,
+			char **paths, struct http_req *reqs, size_t n,
+			double deadline, struct api_err *e)
 {
 	char **urls = calloc(n, sizeof(*urls));
 	struct http_req *batch = calloc(n, sizeof(*batch));
@@ -237,11 +238,13 @@ static int get_many(struct api *a, char **paths, struct http_req *reqs,
 
 		for (size_t k = 0; k < ntodo; k++) {
 			memset(&batch[k], 0, sizeof(batch[k]));
-			batch[k].method = "GET";
+			batch[k].method = method;
 			batch[k].url = urls[index[k]];
+			batch[k].body = body;
+			batch[k].body_len = body ? strlen(body) : 0;
 			batch[k].timeout_ms = left > 0.001 ? (long)(left * 1000)
 							   : 1;
-			count_request(a, "GET", attempt > 0);
+			count_request(a, method, attempt > 0);
 		}
 		http_perform(a->http, batch, ntodo);
 		for (size_t k = 0; k < ntodo; k++) {
@@ -254,7 +257,10 @@ static int get_many(struct api *a, char **paths, struct http_req *reqs,
 				r->resp = NULL;
 				continue;
 			}
-			if (retryable(r)) {
+			/* A POST that may have reached the server is not
+			 * sent again here: it could create a duplicate. */
+			if (retryable(r) &&
+			    (strcmp(method, "POST") || !r->sent)) {
 				if (r->retry_after > retry_after)
 					retry_after = r->retry_after;
 				if (again == 0)
@@ -265,6 +271,7 @@ static int get_many(struct api *a, char **paths, struct http_req *reqs,
 				continue;
 			}
 			describe_failure(a, r, paths[index[k]], e);
+			e->sent = r->sent;
 			for (size_t j = 0; j < ntodo; j++)
 				http_req_reset(&batch[j]);
 			rc = -e->err;
@@ -301,13 +308,21 @@ out:
 	return rc;
 }
 
-static int get_json(struct api *a, const char *path, double deadline,
-		    cJSON **out, struct api_err *e)
+static int get_many(struct api *a, char **paths, struct http_req *reqs,
+		    size_t n, double deadline, struct api_err *e)
+{
+	return request_many(a, "GET", NULL, paths, reqs, n, deadline, e);
+}
+
+/* One request whose answer must be a JSON object. */
+static int request_json(struct api *a, const char *method, const char *path,
+			const char *body, double deadline, cJSON **out,
+			struct api_err *e)
 {
 	struct http_req r = {0};
 	char *p = (char *)path;
 	char why[128];
-	int rc = get_many(a, &p, &r, 1, deadline, e);
+	int rc = request_many(a, method, body, &p, &r, 1, deadline, e);
 
 	if (rc)
 		return rc;
@@ -315,11 +330,17 @@ static int get_json(struct api *a, const char *path, double deadline,
 	if (!*out) {
 		e->err = EIO;
 		e->status = r.status;
-		snprintf(e->msg, sizeof(e->msg), "GET %s: %s", path, why);
+		snprintf(e->msg, sizeof(e->msg), "%s %s: %s", method, path, why);
 		rc = -EIO;
 	}
 	http_req_reset(&r);
 	return rc;
+}
+
+static int get_json(struct api *a, const char *path, double deadline,
+		    cJSON **out, struct api_err *e)
+{
+	return request_json(a, "GET", path, NULL, deadline, out, e);
 }
 
 int api_get_project(struct api *a, const char *id, cJSON **out,
@@ -531,4 +552,116 @@ int api_list_actions(struct api *a, uint64_t project, cJSON **out,
 	snprintf(path, sizeof(path), "/api/projects/%llu/actions/",
 		 (unsigned long long)project);
 	return list_all(a, path, out, e);
+}
+
+/* Checks that @answer is an action; fills @e when it is not. */
+static int expect_action(cJSON **answer, const char *path, uint64_t want,
+			 struct api_err *e)
+{
+	uint64_t got;
+
+	if (cJSON_IsObject(*answer) && !listing_item_id(*answer, &got) &&
+	    (!want || got == want))
+		return 0;
+	cJSON_Delete(*answer);
+	*answer = NULL;
+	e->err = EIO;
+	snprintf(e->msg, sizeof(e->msg), "%s: the answer is not an action",
+		 path);
+	return -EIO;
+}
+
+int api_patch_action(struct api *a, uint64_t project, uint64_t id,
+		     const cJSON *body, cJSON **out, struct api_err *e)
+{
+	char path[128];
+	char *text = cJSON_PrintUnformatted(body);
+	int rc;
+
+	if (!text) {
+		e->err = ENOMEM;
+		snprintf(e->msg, sizeof(e->msg), "out of memory");
+		return -ENOMEM;
+	}
+	snprintf(path, sizeof(path), "/api/projects/%llu/actions/%llu/",
+		 (unsigned long long)project, (unsigned long long)id);
+	rc = request_json(a, "PATCH", path, text, now_mono() + a->timeout, out,
+			  e);
+	free(text);
+	return rc ? rc : expect_action(out, path, id, e);
+}
+
+/*
+ * Looks for a live action named @name, to learn whether a POST whose
+ * answer was lost did create it. Returns 1 and sets *out when found.
+ */
+static int find_by_name(struct api *a, uint64_t project, const char *name,
+			double deadline, cJSON **out)
+{
+	struct api_err e = {0};
+	double saved = a->timeout;
+	cJSON *items = NULL, *it;
+	int found = 0;
+
+	a->timeout = deadline - now_mono();
+	if (a->timeout <= 0 || api_list_actions(a, project, &items, &e)) {
+		a->timeout = saved;
+		return -1;
+	}
+	a->timeout = saved;
+	cJSON_ArrayForEach(it, items)
+	{
+		const char *n = listing_item_name(it);
+
+		if (n && !strcmp(n, name)) {
+			*out = cJSON_DetachItemViaPointer(items, it);
+			found = 1;
+			break;
+		}
+	}
+	cJSON_Delete(items);
+	return found;
+}
+
+int api_create_action(struct api *a, uint64_t project, const cJSON *body,
+		      cJSON **out, struct api_err *e)
+{
+	double deadline = now_mono() + a->timeout;
+	const char *name =
+		cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "name"));
+	char path[96];
+	char *text = cJSON_PrintUnformatted(body);
+	int rc;
+
+	if (!text) {
+		e->err = ENOMEM;
+		snprintf(e->msg, sizeof(e->msg), "out of memory");
+		return -ENOMEM;
+	}
+	snprintf(path, sizeof(path), "/api/projects/%llu/actions/",
+		 (unsigned long long)project);
+	for (int attempt = 0;; attempt++) {
+		memset(e, 0, sizeof(*e));
+		rc = request_json(a, "POST", path, text, deadline, out, e);
+		if (!rc || !e->sent || !name || attempt >= a->retries ||
+		    (e->status && e->status < 500 && e->status != 429))
+			break;
+		/* The POST may have arrived. The server keeps live names
+		 * unique, so the name tells whether it did. */
+		{
+			int found = find_by_name(a, project, name, deadline, out);
+
+			if (found == 1) {
+				rc = 0;
+				break;
+			}
+			if (found < 0)
+				break;
+		}
+		sleep_for(backoff(a, attempt + 1, -1));
+		if (now_mono() >= deadline)
+			break;
+	}
+	free(text);
+	return rc ? rc : expect_action(out, path, 0, e);
 }

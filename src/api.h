@@ -28,6 +28,7 @@ struct api_err {
 	int err;       /* the errno: EIO, EACCES, ENOENT, EINVAL, ... */
 	long status;   /* HTTP status, 0 when the server never answered */
 	char msg[384]; /* one line, no secrets */
+	int sent;      /* a failed request may have reached the server */
 };
 
 struct api_stats {
@@ -59,5 +60,16 @@ int api_list_actions(struct api *a, uint64_t project, cJSON **out,
 
 int api_get_action(struct api *a, uint64_t project, uint64_t id,
 		   cJSON **out, struct api_err *e);
+
+/* PATCHes @body; the server's answer in *out. */
+int api_patch_action(struct api *a, uint64_t project, uint64_t id,
+		     const cJSON *body, cJSON **out, struct api_err *e);
+
+/*
+ * POSTs a new action. Never creates two: a POST that may have reached
+ * the server is retried only after the name shows it was not created.
+ */
+int api_create_action(struct api *a, uint64_t project, const cJSON *body,
+		      cJSON **out, struct api_err *e);
 
 #endif

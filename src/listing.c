@@ -47,6 +47,7 @@ static size_t json_depth(const char *body, size_t len)
 cJSON *listing_parse_json(const char *body, size_t len, char *err,
 			  size_t errlen)
 {
+	const char *end = NULL;
 	cJSON *root;
 
 	if (!body || !len) {
@@ -57,14 +58,24 @@ cJSON *listing_parse_json(const char *body, size_t len, char *err,
 		set_err(err, errlen, "response nested too deeply");
 		return NULL;
 	}
-	root = cJSON_ParseWithLength(body, len);
-	if (!root) {
-		set_err(err, errlen,
-			body[0] == '<' ? "response is HTML, not JSON"
-				       : "response is not valid JSON");
-		return NULL;
+	root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+	if (root) {
+		/* Only white space may follow the value. */
+		for (size_t i = (size_t)(end - body); i < len; i++) {
+			if (body[i] != ' ' && body[i] != '\n' &&
+			    body[i] != '\r' && body[i] != '\t') {
+				cJSON_Delete(root);
+				set_err(err, errlen,
+					"response has data after the JSON value");
+				return NULL;
+			}
+		}
+		return root;
 	}
-	return root;
+	set_err(err, errlen,
+		body[0] == '<' ? "response is HTML, not JSON"
+			       : "response is not valid JSON");
+	return NULL;
 }
 
 int listing_parse(const char *body, size_t len, struct listing_page *page,
@@ -116,7 +127,7 @@ int listing_item_id(const cJSON *item, uint64_t *id)
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(item, "id");
 
 	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 1) ||
-	    v->valuedouble > 9007199254740992.0 ||
+	    v->valuedouble >= 9007199254740992.0 ||
 	    floor(v->valuedouble) != v->valuedouble)
 		return -1;
 	*id = (uint64_t)v->valuedouble;
@@ -130,13 +141,35 @@ const char *listing_item_name(const cJSON *item)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* Copies @s into @out, control characters as '?', cut to @max bytes. */
+/*
+ * Copies @s into @out with control characters (C0, DEL and C1) as '?',
+ * cut to @max bytes at a character boundary.
+ */
 static size_t copy_clean(char *out, size_t outlen, const char *s, size_t max)
 {
-	size_t n = 0;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = 0, i = 0;
 
-	for (; *s && n + 1 < outlen && n < max; s++)
-		out[n++] = ((unsigned char)*s < 0x20 || *s == 0x7F) ? '?' : *s;
+	if (!outlen)
+		return 0;
+	while (u[i] && n + 1 < outlen && n < max) {
+		size_t clen = 1;
+
+		if (u[i] >= 0xC0)
+			while (clen < 4 && (u[i + clen] & 0xC0) == 0x80)
+				clen++;
+		if (n + clen >= outlen || n + clen > max)
+			break;
+		if (u[i] < 0x20 || u[i] == 0x7F ||
+		    (u[i] == 0xC2 && clen == 2 && u[i + 1] < 0xA0) ||
+		    (u[i] >= 0x80 && u[i] < 0xC0)) {
+			out[n++] = '?';
+		} else {
+			memcpy(out + n, u + i, clen);
+			n += clen;
+		}
+		i += clen;
+	}
 	out[n] = '\0';
 	return n;
 }

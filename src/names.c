@@ -201,7 +201,7 @@ static size_t parse_id(const char *s, uint64_t *id)
 			return 0;
 		v = v * 10 + (uint64_t)(s[i] - '0');
 	}
-	if (v > (1ULL << 53))
+	if (v >= (1ULL << 53))
 		return 0;
 	*id = v;
 	return i;

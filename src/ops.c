@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 
 static volatile sig_atomic_t drop_pending;
@@ -29,11 +30,17 @@ static struct tree *ctx_tree(void)
 	return t;
 }
 
+static struct tree_handle *fh(const struct fuse_file_info *fi)
+{
+	return (struct tree_handle *)(uintptr_t)fi->fh;
+}
+
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
 	(void)conn;
-	/* Paths are resolved by name on every call; inode numbers come
-	 * from libfuse. */
+	/* State is keyed by handle: an open file may lose its name. */
+	cfg->nullpath_ok = 1;
+	cfg->hard_remove = 1;
 	cfg->use_ino = 0;
 	return fuse_get_context()->private_data;
 }
@@ -41,8 +48,13 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static int op_getattr(const char *path, struct stat *st,
 		      struct fuse_file_info *fi)
 {
-	(void)fi;
-	return tree_getattr(ctx_tree(), path, st);
+	struct tree *t = ctx_tree();
+
+	if (fi && fi->fh) /* only regular files pass a handle here */
+		return tree_fgetattr(fh(fi), st);
+	if (!path)
+		return -ENOENT;
+	return tree_getattr(t, path, st);
 }
 
 struct fill_ctx {
@@ -57,16 +69,44 @@ static int fill_one(void *arg, const char *name, const struct stat *st)
 	return c->filler(c->buf, name, st, 0, 0);
 }
 
+/* With nullpath_ok, readdir gets no path: the directory's handle
+ * carries it. */
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+	char *copy = strdup(path);
+
+	if (!copy)
+		return -ENOMEM;
+	fi->fh = (uint64_t)(uintptr_t)copy;
+	return 0;
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	free((char *)(uintptr_t)fi->fh);
+	return 0;
+}
+
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		      off_t off, struct fuse_file_info *fi,
 		      enum fuse_readdir_flags flags)
 {
 	struct fill_ctx c = {buf, filler};
 
+	(void)path;
 	(void)off;
-	(void)fi;
 	(void)flags;
-	return tree_readdir(ctx_tree(), path, fill_one, &c);
+	return tree_readdir(ctx_tree(), (const char *)(uintptr_t)fi->fh,
+			    fill_one, &c);
+}
+
+static void set_open_result(struct fuse_file_info *fi,
+			    const struct tree_open_result *r)
+{
+	fi->fh = (uint64_t)(uintptr_t)r->handle;
+	fi->keep_cache = r->keep_cache;
+	fi->direct_io = r->direct_io;
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)
@@ -74,27 +114,144 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	struct tree_open_result r;
 	int rc = tree_open(ctx_tree(), path, fi->flags, &r);
 
-	if (rc)
-		return rc;
-	fi->fh = (uint64_t)(uintptr_t)r.handle;
-	fi->keep_cache = r.keep_cache;
-	fi->direct_io = r.direct_io;
-	return 0;
+	if (!rc)
+		set_open_result(fi, &r);
+	return rc;
+}
+
+static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct tree_open_result r;
+	int rc = tree_create(ctx_tree(), path, mode, fi->flags, &r);
+
+	if (!rc)
+		set_open_result(fi, &r);
+	return rc;
 }
 
 static int op_read(const char *path, char *buf, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
 	(void)path;
-	return (int)tree_read((struct tree_handle *)(uintptr_t)fi->fh, buf,
-			      size, off);
+	return (int)tree_read(fh(fi), buf, size, off);
+}
+
+static int op_write(const char *path, const char *buf, size_t size,
+		    off_t off, struct fuse_file_info *fi)
+{
+	(void)path;
+	ctx_tree();
+	return (int)tree_write(fh(fi), buf, size, off);
+}
+
+static int op_flush(const char *path, struct fuse_file_info *fi)
+{
+	(void)path;
+	ctx_tree();
+	return tree_flush(fh(fi));
+}
+
+static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)datasync;
+	ctx_tree();
+	return tree_flush(fh(fi));
+}
+
+static int op_fsyncdir(const char *path, int datasync,
+		       struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)datasync;
+	(void)fi;
+	return 0;
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
-	tree_release((struct tree_handle *)(uintptr_t)fi->fh);
+	tree_release(fh(fi));
 	return 0;
+}
+
+static int op_truncate(const char *path, off_t size,
+		       struct fuse_file_info *fi)
+{
+	struct tree *t = ctx_tree();
+
+	if (fi && fi->fh)
+		return tree_ftruncate(fh(fi), size);
+	return path ? tree_truncate(t, path, size) : -EBADF;
+}
+
+static int op_unlink(const char *path)
+{
+	return tree_unlink(ctx_tree(), path);
+}
+
+static int op_rename(const char *from, const char *to, unsigned int flags)
+{
+	return tree_rename(ctx_tree(), from, to, flags);
+}
+
+/* Projects come from the server: none is made or removed here. */
+static int op_mkdir(const char *path, mode_t mode)
+{
+	(void)path;
+	(void)mode;
+	return -EPERM;
+}
+
+static int op_rmdir(const char *path)
+{
+	struct stat st;
+	int rc = tree_getattr(ctx_tree(), path, &st);
+
+	return rc ? rc : S_ISDIR(st.st_mode) ? -EPERM : -ENOTDIR;
+}
+
+static int op_symlink(const char *target, const char *path)
+{
+	return tree_symlink(ctx_tree(), target, path);
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+	return tree_readlink(ctx_tree(), path, buf, size);
+}
+
+static int op_link(const char *from, const char *to)
+{
+	return tree_link(ctx_tree(), from, to);
+}
+
+static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	(void)fi;
+	return path ? tree_chmod(ctx_tree(), path, mode) : 0;
+}
+
+/* Ownership is the mounting user's; a change to the same is accepted. */
+static int op_chown(const char *path, uid_t uid, gid_t gid,
+		    struct fuse_file_info *fi)
+{
+	struct stat st;
+	int rc;
+
+	(void)uid;
+	(void)gid;
+	if (fi && fi->fh)
+		return 0;
+	rc = path ? tree_getattr(ctx_tree(), path, &st) : 0;
+	return rc;
+}
+
+static int op_utimens(const char *path, const struct timespec tv[2],
+		      struct fuse_file_info *fi)
+{
+	(void)fi;
+	return path ? tree_utimens(ctx_tree(), path, tv) : 0;
 }
 
 static int op_statfs(const char *path, struct statvfs *sv)
@@ -107,61 +264,30 @@ static int op_statfs(const char *path, struct statvfs *sv)
 	return 0;
 }
 
-/* Changes are not supported by this mount. */
-static int op_readonly(void)
-{
-	return -EROFS;
-}
-
-static int op_mkdir(const char *p, mode_t m)
-{
-	(void)p;
-	(void)m;
-	return op_readonly();
-}
-
-static int op_unlink(const char *p)
-{
-	(void)p;
-	return op_readonly();
-}
-
-static int op_rename(const char *a, const char *b, unsigned int f)
-{
-	(void)a;
-	(void)b;
-	(void)f;
-	return op_readonly();
-}
-
-static int op_create(const char *p, mode_t m, struct fuse_file_info *fi)
-{
-	(void)p;
-	(void)m;
-	(void)fi;
-	return op_readonly();
-}
-
-static int op_truncate(const char *p, off_t s, struct fuse_file_info *fi)
-{
-	(void)p;
-	(void)s;
-	(void)fi;
-	return op_readonly();
-}
-
 const struct fuse_operations ops_table = {
 	.init = op_init,
 	.getattr = op_getattr,
+	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.releasedir = op_releasedir,
 	.open = op_open,
+	.create = op_create,
 	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.fsync = op_fsync,
+	.fsyncdir = op_fsyncdir,
 	.release = op_release,
-	.statfs = op_statfs,
-	.mkdir = op_mkdir,
-	.rmdir = op_unlink,
+	.truncate = op_truncate,
 	.unlink = op_unlink,
 	.rename = op_rename,
-	.create = op_create,
-	.truncate = op_truncate,
+	.mkdir = op_mkdir,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.readlink = op_readlink,
+	.link = op_link,
+	.chmod = op_chmod,
+	.chown = op_chown,
+	.utimens = op_utimens,
+	.statfs = op_statfs,
 };

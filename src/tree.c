@@ -6,7 +6,7 @@
  * for its result. Open files hold a reference to the bytes they opened,
  * never a pointer into the tree, so a refresh can replace anything.
  */
-#include "tree.h"
+#include "tree_int.h"
 #include "action.h"
 #include "listing.h"
 #include "log.h"
@@ -20,65 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-/* Rendered bytes, shared by the tree and every handle that opened them. */
-struct blob {
-	unsigned long refs;
-	size_t len;
-	char data[];
-};
-
-struct action {
-	uint64_t id;
-	char fname[NAMES_FILE_MAX];
-	struct blob *content;
-	double fetched;        /* monotonic time the content came */
-	struct timespec mtime; /* created_at, or when a change was seen */
-	unsigned long gen;     /* bumped when the content changes */
-	unsigned long kernel_gen; /* the gen the kernel last cached */
-};
-
-struct project {
-	uint64_t id;
-	char dname[NAMES_FILE_MAX];
-	struct action **acts; /* sorted by id */
-	size_t nacts;
-	double listed;        /* monotonic time of the listing; 0 = never */
-	int refreshing;
-};
-
-struct tree {
-	struct api *api;
-	struct tree_opts opts;
-	struct timespec mounted;
-
-	pthread_mutex_t lock;
-	pthread_cond_t refreshed;
-	struct project **projs; /* sorted by id */
-	size_t nprojs;
-	double projs_listed;
-	int projs_refreshing;
-	unsigned long cache_hits, cache_misses, served_stale;
-};
-
-struct tree_handle {
-	struct blob *blob;
-};
-
-enum node_kind {
-	NODE_ROOT,
-	NODE_META,
-	NODE_META_LOG,
-	NODE_META_STATS,
-	NODE_PROJECT,
-	NODE_ACTION,
-};
-
-struct node {
-	enum node_kind kind;
-	uint64_t pid, aid;
-};
-
-static double now_mono(void)
+double tree_now(void)
 {
 	struct timespec ts;
 
@@ -86,7 +28,7 @@ static double now_mono(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static struct blob *blob_new(const char *data, size_t len)
+struct blob *blob_new(const char *data, size_t len)
 {
 	struct blob *b = malloc(sizeof(*b) + len + 1);
 
@@ -99,13 +41,13 @@ static struct blob *blob_new(const char *data, size_t len)
 	return b;
 }
 
-static struct blob *blob_ref(struct blob *b)
+struct blob *blob_ref(struct blob *b)
 {
 	__atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED);
 	return b;
 }
 
-static void blob_unref(struct blob *b)
+void blob_unref(struct blob *b)
 {
 	if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
 		free(b);
@@ -116,17 +58,61 @@ static void action_free(struct action *a)
 	if (!a)
 		return;
 	blob_unref(a->content);
+	blob_unref(a->base);
 	free(a);
 }
 
-static void project_free(struct project *p)
+static void aliases_free(struct project *p)
+{
+	for (size_t i = 0; i < p->naliases; i++)
+		free(p->aliases[i].name);
+	free(p->aliases);
+	p->aliases = NULL;
+	p->naliases = 0;
+}
+
+static void project_free(struct tree *t, struct project *p)
 {
 	if (!p)
 		return;
 	for (size_t i = 0; i < p->nacts; i++)
 		action_free(p->acts[i]);
 	free(p->acts);
+	local_free_all(t, p);
+	aliases_free(p);
 	free(p);
+}
+
+void tree_alias(struct project *p, const char *name, uint64_t id)
+{
+	struct alias *grown;
+	char *copy;
+
+	for (size_t i = 0; i < p->naliases; i++) {
+		if (!strcmp(p->aliases[i].name, name)) {
+			p->aliases[i].id = id;
+			return;
+		}
+	}
+	copy = strdup(name);
+	grown = realloc(p->aliases, (p->naliases + 1) * sizeof(*grown));
+	if (!copy || !grown) {
+		free(copy);
+		if (grown)
+			p->aliases = grown;
+		return; /* only a convenience: the id prefix still works */
+	}
+	p->aliases = grown;
+	p->aliases[p->naliases].name = copy;
+	p->aliases[p->naliases++].id = id;
+}
+
+static uint64_t alias_lookup(const struct project *p, const char *name)
+{
+	for (size_t i = 0; i < p->naliases; i++)
+		if (!strcmp(p->aliases[i].name, name))
+			return p->aliases[i].id;
+	return 0;
 }
 
 /* "2024-01-02T03:04:05.123456Z" (or an offset) into a timespec. */
@@ -165,7 +151,7 @@ static int parse_time(const char *s, struct timespec *out)
 }
 
 /* A new action from one server object, rendered; NULL if unusable. */
-static struct action *action_from_json(const cJSON *item)
+struct action *tree_action_from_json(const cJSON *item)
 {
 	struct action *a;
 	char *text;
@@ -218,7 +204,7 @@ static int cmp_project(const void *x, const void *y)
 	return a->id < b->id ? -1 : a->id > b->id;
 }
 
-static struct action **find_action(struct project *p, uint64_t id)
+struct action **tree_find_action(struct project *p, uint64_t id)
 {
 	size_t lo = 0, hi = p->nacts;
 
@@ -235,7 +221,7 @@ static struct action **find_action(struct project *p, uint64_t id)
 	return NULL;
 }
 
-static struct project *find_project(struct tree *t, uint64_t id)
+struct project *tree_find_project(struct tree *t, uint64_t id)
 {
 	size_t lo = 0, hi = t->nprojs;
 
@@ -259,6 +245,9 @@ static struct project *find_project(struct tree *t, uint64_t id)
 static void action_update(struct action *old, struct action *fresh)
 {
 	fresh->kernel_gen = old->kernel_gen;
+	fresh->hidden = old->hidden;
+	if (!fresh->base && old->base)
+		fresh->base = blob_ref(old->base);
 	if (old->content->len == fresh->content->len &&
 	    !memcmp(old->content->data, fresh->content->data,
 		    old->content->len)) {
@@ -292,7 +281,7 @@ static struct action **actions_from_list(const cJSON *items, double now,
 
 		if (is_deleted(it))
 			continue;
-		a = action_from_json(it);
+		a = tree_action_from_json(it);
 		if (!a) {
 			bad++;
 			continue;
@@ -330,7 +319,7 @@ static void project_install(struct project *p, struct action **fresh,
 			    size_t n, double now)
 {
 	for (size_t i = 0; i < n; i++) {
-		struct action **old = find_action(p, fresh[i]->id);
+		struct action **old = tree_find_action(p, fresh[i]->id);
 
 		if (old) {
 			action_update(*old, fresh[i]);
@@ -347,6 +336,51 @@ static void project_install(struct project *p, struct action **fresh,
 	p->listed = now;
 }
 
+void tree_put_action(struct project *p, struct action *fresh)
+{
+	struct action **slot = tree_find_action(p, fresh->id), **grown;
+	size_t at = 0;
+
+	if (slot) {
+		action_update(*slot, fresh);
+		action_free(*slot);
+		*slot = fresh;
+		return;
+	}
+	grown = realloc(p->acts, (p->nacts + 1) * sizeof(*grown));
+	if (!grown) {
+		action_free(fresh); /* the next listing brings it */
+		return;
+	}
+	p->acts = grown;
+	while (at < p->nacts && p->acts[at]->id < fresh->id)
+		at++;
+	memmove(p->acts + at + 1, p->acts + at,
+		(p->nacts - at) * sizeof(*p->acts));
+	p->acts[at] = fresh;
+	p->nacts++;
+}
+
+void tree_drop_action(struct project *p, uint64_t id)
+{
+	struct action **slot = tree_find_action(p, id);
+	size_t at, w = 0;
+
+	if (slot) {
+		at = (size_t)(slot - p->acts);
+		action_free(*slot);
+		memmove(slot, slot + 1, (p->nacts - at - 1) * sizeof(*slot));
+		p->nacts--;
+	}
+	for (size_t i = 0; i < p->naliases; i++) {
+		if (p->aliases[i].id == id)
+			free(p->aliases[i].name);
+		else
+			p->aliases[w++] = p->aliases[i];
+	}
+	p->naliases = w;
+}
+
 static int fresh_enough(const struct tree *t, double stamp, double now)
 {
 	return stamp > 0 && now - stamp < t->opts.ttl;
@@ -357,7 +391,7 @@ static int fresh_enough(const struct tree *t, double stamp, double now)
  * returns with the lock held; drops it during the request. When the
  * server cannot be reached and a listing exists, serves that.
  */
-static int refresh_project(struct tree *t, uint64_t pid)
+int tree_refresh_project(struct tree *t, uint64_t pid)
 {
 	struct project *p;
 	struct api_err e = {0};
@@ -369,14 +403,14 @@ static int refresh_project(struct tree *t, uint64_t pid)
 	int rc;
 
 	for (;;) {
-		p = find_project(t, pid);
+		p = tree_find_project(t, pid);
 		if (!p)
 			return -ENOENT;
 		if (!p->refreshing)
 			break;
 		pthread_cond_wait(&t->refreshed, &t->lock);
 	}
-	now = now_mono();
+	now = tree_now();
 	if (fresh_enough(t, p->listed, now)) {
 		t->cache_hits++;
 		return 0;
@@ -387,17 +421,17 @@ static int refresh_project(struct tree *t, uint64_t pid)
 	pthread_mutex_unlock(&t->lock);
 
 	rc = api_list_actions(t->api, pid, &items, &e);
-	fresh = rc ? NULL : actions_from_list(items, now_mono(), &n, where);
+	fresh = rc ? NULL : actions_from_list(items, tree_now(), &n, where);
 	cJSON_Delete(items);
 	if (!rc && !fresh)
 		rc = -ENOMEM;
 
 	pthread_mutex_lock(&t->lock);
-	p = find_project(t, pid);
+	p = tree_find_project(t, pid);
 	if (p) {
 		p->refreshing = 0;
 		if (!rc) {
-			project_install(p, fresh, n, now_mono());
+			project_install(p, fresh, n, tree_now());
 			fresh = NULL;
 		} else if (p->listed && e.err == EIO) {
 			/* Unreachable: keep serving what we have, and do
@@ -405,7 +439,7 @@ static int refresh_project(struct tree *t, uint64_t pid)
 			log_notice("%s: serving the cached listing: %s",
 				   where, e.msg);
 			t->served_stale++;
-			p->listed = now_mono();
+			p->listed = tree_now();
 			rc = 0;
 		} else {
 			log_error("%s: cannot list actions: %s", where,
@@ -447,7 +481,7 @@ static struct project **projects_from_json(const cJSON *items, size_t *count)
 
 		for (size_t i = 0; i < k; i++) {
 			if (w && arr[w - 1]->id == arr[i]->id) {
-				project_free(arr[i]);
+				free(arr[i]);
 				continue;
 			}
 			arr[w++] = arr[i];
@@ -483,22 +517,28 @@ static void projects_install(struct tree *t, struct project **fresh,
 			     size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		struct project *old = find_project(t, fresh[i]->id);
+		struct project *old = tree_find_project(t, fresh[i]->id);
 
 		if (old && !old->refreshing) {
 			fresh[i]->acts = old->acts;
 			fresh[i]->nacts = old->nacts;
 			fresh[i]->listed = old->listed;
+			fresh[i]->locals = old->locals;
+			fresh[i]->aliases = old->aliases;
+			fresh[i]->naliases = old->naliases;
 			old->acts = NULL;
 			old->nacts = 0;
+			old->locals = NULL;
+			old->aliases = NULL;
+			old->naliases = 0;
 		}
 	}
 	for (size_t i = 0; i < t->nprojs; i++)
-		project_free(t->projs[i]);
+		project_free(t, t->projs[i]);
 	free(t->projs);
 	t->projs = fresh;
 	t->nprojs = n;
-	t->projs_listed = now_mono();
+	t->projs_listed = tree_now();
 }
 
 /* Like refresh_project, for the list of projects. */
@@ -512,7 +552,7 @@ static int refresh_projects(struct tree *t)
 
 	while (t->projs_refreshing)
 		pthread_cond_wait(&t->refreshed, &t->lock);
-	if (fresh_enough(t, t->projs_listed, now_mono())) {
+	if (fresh_enough(t, t->projs_listed, tree_now())) {
 		t->cache_hits++;
 		return 0;
 	}
@@ -539,7 +579,7 @@ static int refresh_projects(struct tree *t)
 	} else if (t->projs_listed && e.err == EIO) {
 		log_notice("serving the cached project list: %s", e.msg);
 		t->served_stale++;
-		t->projs_listed = now_mono();
+		t->projs_listed = tree_now();
 		rc = 0;
 	} else {
 		log_error("cannot list projects: %s", e.msg);
@@ -567,7 +607,7 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	for (size_t i = 0; i < t->nprojs; i++)
-		project_free(t->projs[i]);
+		project_free(t, t->projs[i]);
 	free(t->projs);
 	pthread_mutex_destroy(&t->lock);
 	pthread_cond_destroy(&t->refreshed);
@@ -610,17 +650,21 @@ void tree_drop_caches(struct tree *t)
 }
 
 /*
- * Resolves @path to a node. Caller holds the lock. A name that is not
- * known is looked for once more in a fresh listing when the one we have
- * is older than ttl; scratch names never cause a request.
+ * Resolves @path to a node. Caller holds the lock. A record name that is
+ * not known is looked for once more in a fresh listing when the one we
+ * have is older than ttl; scratch names never cause a request. A name
+ * that does not exist in a project resolves to NODE_NONE (with -ENOENT),
+ * so that it can be created.
  */
-static int resolve(struct tree *t, const char *path, struct node *n)
+int tree_resolve(struct tree *t, const char *path, struct node *n)
 {
 	char first[NAMES_FILE_MAX * 4];
 	const char *rest;
 	size_t len;
 	struct project *p;
-	uint64_t id;
+	struct action **a;
+	enum names_kind kind;
+	uint64_t id, aid = 0;
 	int rc;
 
 	memset(n, 0, sizeof(*n));
@@ -637,6 +681,7 @@ static int resolve(struct tree *t, const char *path, struct node *n)
 	memcpy(first, path, len);
 	first[len] = '\0';
 	rest = rest ? rest + 1 : "";
+	n->name = rest;
 
 	if (!strcmp(first, ".phfs")) {
 		if (!*rest)
@@ -651,41 +696,66 @@ static int resolve(struct tree *t, const char *path, struct node *n)
 	}
 	if (names_parse_dir(first, &id))
 		return -ENOENT;
-	if (!find_project(t, id)) {
-		if (fresh_enough(t, t->projs_listed, now_mono()))
+	if (!tree_find_project(t, id)) {
+		if (fresh_enough(t, t->projs_listed, tree_now()))
 			return -ENOENT;
 		rc = refresh_projects(t);
 		if (rc)
 			return rc;
-		if (!find_project(t, id))
+		if (!tree_find_project(t, id))
 			return -ENOENT;
 	}
 	n->pid = id;
 	if (!*rest) {
+		n->name = first;
 		n->kind = NODE_PROJECT;
 		return 0;
 	}
-	if (strchr(rest, '/') ||
-	    names_classify(rest, &n->aid) != NAMES_RECORD_ID)
+	if (strchr(rest, '/'))
 		return -ENOENT;
-	p = find_project(t, id);
-	if (!p->listed || (!find_action(p, n->aid) &&
-			   !fresh_enough(t, p->listed, now_mono()))) {
-		rc = refresh_project(t, id);
+	if (strlen(rest) > 255)
+		return -ENAMETOOLONG;
+	p = tree_find_project(t, id);
+	n->local = local_find(p, rest);
+	if (n->local) {
+		n->kind = NODE_LOCAL;
+		return 0;
+	}
+	n->kind = NODE_NONE;
+	kind = names_classify(rest, &aid);
+	if (kind == NAMES_SCRATCH)
+		return -ENOENT;
+	if (!p->listed) {
+		rc = tree_refresh_project(t, id);
 		if (rc)
 			return rc;
-		p = find_project(t, id);
+		p = tree_find_project(t, id);
 	}
-	if (!p || !find_action(p, n->aid))
-		return -ENOENT;
-	n->kind = NODE_ACTION;
-	return 0;
+	for (int tries = 0; p && tries < 2; tries++) {
+		uint64_t via = alias_lookup(p, rest);
+
+		a = tree_find_action(p, via ? via : aid);
+		if (a && !(*a)->hidden) {
+			n->aid = (*a)->id;
+			n->kind = NODE_ACTION;
+			return 0;
+		}
+		if (a || (kind == NAMES_RECORD && !via) || tries ||
+		    fresh_enough(t, p->listed, tree_now()))
+			break;
+		rc = tree_refresh_project(t, id);
+		if (rc)
+			return rc;
+		p = tree_find_project(t, id);
+	}
+	return -ENOENT;
 }
 
 static char *stats_text(struct tree *t, size_t *len)
 {
 	struct api_stats s;
-	unsigned long hits, misses, stale, projs = 0, acts = 0;
+	unsigned long hits, misses, stale, saves, failed, conflicts;
+	unsigned long projs = 0, acts = 0, locals = 0;
 	char *out = NULL;
 	int n;
 
@@ -694,20 +764,28 @@ static char *stats_text(struct tree *t, size_t *len)
 	hits = t->cache_hits;
 	misses = t->cache_misses;
 	stale = t->served_stale;
+	saves = t->saves;
+	failed = t->saves_failed;
+	conflicts = t->conflicts;
 	projs = t->nprojs;
-	for (size_t i = 0; i < t->nprojs; i++)
+	for (size_t i = 0; i < t->nprojs; i++) {
 		acts += t->projs[i]->nacts;
+		for (struct local *l = t->projs[i]->locals; l; l = l->next)
+			locals++;
+	}
 	pthread_mutex_unlock(&t->lock);
 	n = asprintf(&out,
 		     "requests_total %lu\nrequests_get %lu\n"
 		     "requests_post %lu\nrequests_patch %lu\n"
 		     "requests_put %lu\nrequests_delete %lu\n"
 		     "retries %lu\nfailures %lu\ncache_hits %lu\n"
-		     "cache_misses %lu\nserved_stale %lu\nprojects %lu\n"
-		     "actions_cached %lu\n",
+		     "cache_misses %lu\nserved_stale %lu\nsaves %lu\n"
+		     "saves_failed %lu\nconflicts %lu\nprojects %lu\n"
+		     "actions_cached %lu\nlocal_files %lu\n",
 		     s.get + s.post + s.patch + s.put + s.del, s.get, s.post,
 		     s.patch, s.put, s.del, s.retries, s.failures, hits,
-		     misses, stale, projs, acts);
+		     misses, stale, saves, failed, conflicts, projs, acts,
+		     locals);
 	if (n < 0)
 		return NULL;
 	*len = (size_t)n;
@@ -735,6 +813,15 @@ static void fill_stat(struct tree *t, struct stat *st, int dir, off_t size,
 	st->st_mtim = st->st_ctim = st->st_atim = mtime ? *mtime : t->mounted;
 }
 
+static void fill_local_stat(struct tree *t, struct stat *st,
+			    const struct local *l)
+{
+	fill_stat(t, st, 0, (off_t)l->len, &l->mtime);
+	st->st_mode = l->mode;
+	if (t->opts.ro)
+		st->st_mode &= ~0222;
+}
+
 int tree_getattr(struct tree *t, const char *path, struct stat *st)
 {
 	struct node n;
@@ -744,7 +831,7 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 	int rc;
 
 	pthread_mutex_lock(&t->lock);
-	rc = resolve(t, path, &n);
+	rc = tree_resolve(t, path, &n);
 	if (rc) {
 		pthread_mutex_unlock(&t->lock);
 		return rc;
@@ -756,8 +843,11 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 		fill_stat(t, st, 1, 0, NULL);
 		break;
 	case NODE_ACTION:
-		a = find_action(find_project(t, n.pid), n.aid);
+		a = tree_find_action(tree_find_project(t, n.pid), n.aid);
 		fill_stat(t, st, 0, (off_t)(*a)->content->len, &(*a)->mtime);
+		break;
+	case NODE_LOCAL:
+		fill_local_stat(t, st, n.local);
 		break;
 	case NODE_META_LOG:
 	case NODE_META_STATS:
@@ -768,81 +858,123 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 		st->st_mode &= ~0222;
 		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
 		return 0;
+	case NODE_NONE:
+		break;
 	}
 	pthread_mutex_unlock(&t->lock);
 	return 0;
 }
 
+int tree_fgetattr(struct tree_handle *h, struct stat *st)
+{
+	struct tree *t = h->t;
+
+	pthread_mutex_lock(&t->lock);
+	if (h->kind == H_LOCAL) {
+		fill_local_stat(t, st, h->local);
+	} else {
+		fill_stat(t, st, 0,
+			  (off_t)(h->kind == H_ACTION ? h->len : h->blob->len),
+			  NULL);
+		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+/* Entries copied out of the tree, so fill() runs without the lock. */
+struct dir_copy {
+	char **names;
+	struct stat *stats;
+	size_t count, cap;
+};
+
+static int dir_add(struct dir_copy *d, const char *name, const struct stat *st)
+{
+	if (d->count == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		char **names = realloc(d->names, cap * sizeof(*names));
+		struct stat *stats;
+
+		if (!names)
+			return -ENOMEM;
+		d->names = names;
+		stats = realloc(d->stats, cap * sizeof(*stats));
+		if (!stats)
+			return -ENOMEM;
+		d->stats = stats;
+		d->cap = cap;
+	}
+	d->names[d->count] = strdup(name);
+	if (!d->names[d->count])
+		return -ENOMEM;
+	d->stats[d->count++] = *st;
+	return 0;
+}
+
+static int copy_project(struct tree *t, struct project *p, struct dir_copy *d)
+{
+	struct stat st;
+	int rc = 0;
+
+	for (size_t i = 0; !rc && i < p->nacts; i++) {
+		struct action *a = p->acts[i];
+
+		if (a->hidden || local_find(p, a->fname))
+			continue;
+		fill_stat(t, &st, 0, (off_t)a->content->len, &a->mtime);
+		rc = dir_add(d, a->fname, &st);
+	}
+	for (struct local *l = p->locals; !rc && l; l = l->next) {
+		fill_local_stat(t, &st, l);
+		rc = dir_add(d, l->name, &st);
+	}
+	return rc;
+}
+
 int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill,
 		 void *ctx)
 {
+	struct dir_copy d = {0};
 	struct stat st;
 	struct node n;
-	struct project *p;
-	char **names = NULL;
-	struct stat *stats = NULL;
-	size_t count = 0;
 	int rc;
 
 	pthread_mutex_lock(&t->lock);
-	rc = resolve(t, path, &n);
+	rc = tree_resolve(t, path, &n);
 	if (!rc && n.kind == NODE_ROOT)
 		rc = refresh_projects(t);
 	else if (!rc && n.kind == NODE_PROJECT)
-		rc = refresh_project(t, n.pid);
+		rc = tree_refresh_project(t, n.pid);
 	else if (!rc && n.kind != NODE_META)
 		rc = -ENOTDIR;
-	if (rc) {
-		pthread_mutex_unlock(&t->lock);
-		return rc;
-	}
-	/* Copy the entries out: fill() must not run under the lock. */
-	if (n.kind == NODE_ROOT) {
-		names = calloc(t->nprojs + 1, sizeof(*names));
-		stats = calloc(t->nprojs + 1, sizeof(*stats));
-		for (size_t i = 0; names && stats && i < t->nprojs; i++) {
-			names[count] = strdup(t->projs[i]->dname);
-			fill_stat(t, &stats[count++], 1, 0, NULL);
-		}
-		if (names && stats) {
-			names[count] = strdup(".phfs");
-			fill_stat(t, &stats[count++], 1, 0, NULL);
-		}
-	} else if (n.kind == NODE_PROJECT) {
-		p = find_project(t, n.pid);
-		names = calloc(p->nacts + 1, sizeof(*names));
-		stats = calloc(p->nacts + 1, sizeof(*stats));
-		for (size_t i = 0; names && stats && i < p->nacts; i++) {
-			struct action *a = p->acts[i];
+	fill_stat(t, &st, 1, 0, NULL);
+	if (!rc && n.kind == NODE_ROOT) {
+		for (size_t i = 0; !rc && i < t->nprojs; i++)
+			rc = dir_add(&d, t->projs[i]->dname, &st);
+		if (!rc)
+			rc = dir_add(&d, ".phfs", &st);
+	} else if (!rc && n.kind == NODE_PROJECT) {
+		rc = copy_project(t, tree_find_project(t, n.pid), &d);
+	} else if (!rc) {
+		struct stat f;
 
-			names[count] = strdup(a->fname);
-			fill_stat(t, &stats[count++], 0,
-				  (off_t)a->content->len, &a->mtime);
-		}
-	} else {
-		names = calloc(2, sizeof(*names));
-		stats = calloc(2, sizeof(*stats));
-		if (names && stats) {
-			names[0] = strdup("log");
-			names[1] = strdup("stats");
-			fill_stat(t, &stats[0], 0, 0, NULL);
-			fill_stat(t, &stats[1], 0, 0, NULL);
-			count = 2;
-		}
+		fill_stat(t, &f, 0, 0, NULL);
+		f.st_mode &= ~0222;
+		rc = dir_add(&d, "log", &f);
+		if (!rc)
+			rc = dir_add(&d, "stats", &f);
 	}
 	pthread_mutex_unlock(&t->lock);
-	if (!names || !stats)
-		rc = -ENOMEM;
 
-	fill_stat(t, &st, 1, 0, NULL);
 	if (!rc && !fill(ctx, ".", &st) && !fill(ctx, "..", &st))
-		for (size_t i = 0; i < count; i++)
-			if (names[i] && fill(ctx, names[i], &stats[i]))
+		for (size_t i = 0; i < d.count; i++)
+			if (fill(ctx, d.names[i], &d.stats[i]))
 				break;
-	for (size_t i = 0; names && i < count; i++)
-		free(names[i]);
-	free(names);
-	free(stats);
+	for (size_t i = 0; i < d.count; i++)
+		free(d.names[i]);
+	free(d.names);
+	free(d.stats);
 	return rc;
 }
 
@@ -853,15 +985,15 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill,
  */
 static int refresh_action(struct tree *t, uint64_t pid, uint64_t aid)
 {
-	struct project *p = find_project(t, pid);
-	struct action **slot = find_action(p, aid);
+	struct project *p = tree_find_project(t, pid);
+	struct action **slot = tree_find_action(p, aid);
 	struct action *fresh = NULL;
 	struct api_err e = {0};
 	char fname[NAMES_FILE_MAX];
 	cJSON *item = NULL;
 	int rc, deleted = 0;
 
-	if (fresh_enough(t, (*slot)->fetched, now_mono())) {
+	if (fresh_enough(t, (*slot)->fetched, tree_now())) {
 		t->cache_hits++;
 		return 0;
 	}
@@ -872,47 +1004,86 @@ static int refresh_action(struct tree *t, uint64_t pid, uint64_t aid)
 	rc = api_get_action(t->api, pid, aid, &item, &e);
 	if (!rc) {
 		deleted = is_deleted(item);
-		fresh = deleted ? NULL : action_from_json(item);
+		fresh = deleted ? NULL : tree_action_from_json(item);
 		if (!deleted && !fresh) {
 			rc = -EIO;
 			snprintf(e.msg, sizeof(e.msg),
 				 "the server's answer is not an action");
 		}
 		if (fresh)
-			fresh->fetched = now_mono();
+			fresh->fetched = tree_now();
 	}
 	cJSON_Delete(item);
 
 	pthread_mutex_lock(&t->lock);
-	p = find_project(t, pid);
-	slot = p ? find_action(p, aid) : NULL;
+	p = tree_find_project(t, pid);
+	slot = p ? tree_find_action(p, aid) : NULL;
 	if (!slot) {
 		action_free(fresh);
 		return -ENOENT;
 	}
 	if (deleted || rc == -ENOENT) {
 		/* Gone on the server: forget it. */
-		size_t at = (size_t)(slot - p->acts);
-
-		action_free(*slot);
-		memmove(slot, slot + 1, (p->nacts - at - 1) * sizeof(*slot));
-		p->nacts--;
+		tree_drop_action(p, aid);
 		return -ENOENT;
 	}
 	if (rc == -EIO) {
 		log_notice("%s/%s: serving the cached copy: %s", p->dname,
 			   fname, e.msg);
 		t->served_stale++;
-		(*slot)->fetched = now_mono();
+		(*slot)->fetched = tree_now();
 		return 0;
 	}
 	if (rc) {
 		log_error("%s/%s: %s", p->dname, fname, e.msg);
 		return rc;
 	}
-	action_update(*slot, fresh);
-	action_free(*slot);
-	*slot = fresh;
+	tree_put_action(p, fresh);
+	return 0;
+}
+
+static struct tree_handle *handle_new(struct tree *t, enum handle_kind kind,
+				      const char *path)
+{
+	struct tree_handle *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return NULL;
+	h->t = t;
+	h->kind = kind;
+	snprintf(h->fname, sizeof(h->fname), "%s", path[0] == '/' ? path + 1 : path);
+	return h;
+}
+
+/* An open action file: a snapshot to read, or a buffer to write. */
+static int open_action(struct tree *t, struct node *n, int flags,
+		       struct tree_handle *h, struct tree_open_result *out)
+{
+	struct action *a = *tree_find_action(tree_find_project(t, n->pid),
+					     n->aid);
+
+	/* What is read now is what a save will be compared with. */
+	blob_unref(a->base);
+	a->base = blob_ref(a->content);
+	h->pid = n->pid;
+	h->aid = n->aid;
+	if ((flags & O_ACCMODE) == O_RDONLY) {
+		h->blob = blob_ref(a->content);
+		out->keep_cache = a->kernel_gen == a->gen;
+		a->kernel_gen = a->gen;
+		return 0;
+	}
+	h->kind = H_ACTION;
+	out->direct_io = 1; /* the buffer, not the server's bytes */
+	if (flags & O_TRUNC) {
+		h->dirty = 1;
+		return 0;
+	}
+	h->buf = malloc(a->content->len + 1);
+	if (!h->buf)
+		return -ENOMEM;
+	memcpy(h->buf, a->content->data, a->content->len);
+	h->len = h->cap = a->content->len;
 	return 0;
 }
 
@@ -920,21 +1091,21 @@ int tree_open(struct tree *t, const char *path, int flags,
 	      struct tree_open_result *out)
 {
 	struct tree_handle *h;
-	struct action **a;
 	struct node n;
 	size_t len = 0;
 	char *text;
-	int rc;
+	int rc, writing = (flags & O_ACCMODE) != O_RDONLY;
 
 	memset(out, 0, sizeof(*out));
-	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
-		return -EROFS;
-	h = calloc(1, sizeof(*h));
+	h = handle_new(t, H_READ, path);
 	if (!h)
 		return -ENOMEM;
+	h->append = !!(flags & O_APPEND);
 	pthread_mutex_lock(&t->lock);
-	rc = resolve(t, path, &n);
-	if (!rc && n.kind == NODE_ACTION)
+	rc = tree_resolve(t, path, &n);
+	if (!rc && writing && t->opts.ro)
+		rc = -EROFS;
+	if (!rc && n.kind == NODE_ACTION && !((flags & O_TRUNC) && writing))
 		rc = refresh_action(t, n.pid, n.aid);
 	if (rc) {
 		pthread_mutex_unlock(&t->lock);
@@ -943,15 +1114,34 @@ int tree_open(struct tree *t, const char *path, int flags,
 	}
 	switch (n.kind) {
 	case NODE_ACTION:
-		a = find_action(find_project(t, n.pid), n.aid);
-		h->blob = blob_ref((*a)->content);
-		out->keep_cache = (*a)->kernel_gen == (*a)->gen;
-		(*a)->kernel_gen = (*a)->gen;
-		pthread_mutex_unlock(&t->lock);
+		if (!tree_find_action(tree_find_project(t, n.pid), n.aid)) {
+			rc = -ENOENT;
+			break;
+		}
+		rc = open_action(t, &n, flags, h, out);
+		break;
+	case NODE_LOCAL:
+		if ((n.local->mode & S_IFMT) != S_IFREG) {
+			rc = -ELOOP;
+			break;
+		}
+		h->kind = H_LOCAL;
+		h->pid = n.pid;
+		h->local = n.local;
+		n.local->refs++;
+		out->direct_io = 1;
+		if (writing && (flags & O_TRUNC)) {
+			rc = local_truncate(t, n.local, 0);
+			h->dirty = 1;
+		}
 		break;
 	case NODE_META_LOG:
 	case NODE_META_STATS:
 		pthread_mutex_unlock(&t->lock);
+		if (writing) {
+			free(h);
+			return -EACCES;
+		}
 		text = meta_text(t, n.kind, &len);
 		h->blob = text ? blob_new(text, len) : NULL;
 		free(text);
@@ -960,11 +1150,15 @@ int tree_open(struct tree *t, const char *path, int flags,
 			free(h);
 			return -ENOMEM;
 		}
-		break;
+		out->handle = h;
+		return 0;
 	default:
-		pthread_mutex_unlock(&t->lock);
-		free(h);
-		return -EISDIR;
+		rc = -EISDIR;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (rc) {
+		tree_release(h);
+		return rc;
 	}
 	out->handle = h;
 	return 0;
@@ -972,16 +1166,29 @@ int tree_open(struct tree *t, const char *path, int flags,
 
 ssize_t tree_read(struct tree_handle *h, char *buf, size_t size, off_t off)
 {
-	size_t n;
+	struct tree *t = h->t;
+	const char *data;
+	size_t len, n;
 
 	if (off < 0)
 		return -EINVAL;
-	if ((size_t)off >= h->blob->len)
-		return 0;
-	n = h->blob->len - (size_t)off;
+	pthread_mutex_lock(&t->lock);
+	if (h->kind == H_LOCAL) {
+		data = h->local->data;
+		len = h->local->len;
+	} else if (h->kind == H_ACTION) {
+		data = h->buf;
+		len = h->len;
+	} else {
+		data = h->blob->data;
+		len = h->blob->len;
+	}
+	n = (size_t)off >= len ? 0 : len - (size_t)off;
 	if (n > size)
 		n = size;
-	memcpy(buf, h->blob->data + off, n);
+	if (n)
+		memcpy(buf, data + off, n);
+	pthread_mutex_unlock(&t->lock);
 	return (ssize_t)n;
 }
 
@@ -989,6 +1196,18 @@ void tree_release(struct tree_handle *h)
 {
 	if (!h)
 		return;
+	if (h->local) {
+		pthread_mutex_lock(&h->t->lock);
+		if (h->local->linked && !h->local->len &&
+		    names_classify(h->local->name, &(uint64_t){0}) !=
+			    NAMES_SCRATCH &&
+		    !h->local->saved_once && h->local->refs == 2)
+			log_notice("%s: empty at the last close, not sent",
+				   h->fname);
+		local_unref(h->t, h->local);
+		pthread_mutex_unlock(&h->t->lock);
+	}
 	blob_unref(h->blob);
+	free(h->buf);
 	free(h);
 }

@@ -56,5 +56,28 @@ int tree_open(struct tree *t, const char *path, int flags,
 	      struct tree_open_result *out);
 ssize_t tree_read(struct tree_handle *h, char *buf, size_t size, off_t off);
 void tree_release(struct tree_handle *h);
+int tree_fgetattr(struct tree_handle *h, struct stat *st);
+
+/*
+ * Changes (save.c). Each returns 0 or -errno. A save happens at
+ * tree_flush of a dirty handle (every close and fsync) and at a rename
+ * of a scratch file onto an action name; see DESIGN.md "Saving".
+ */
+int tree_create(struct tree *t, const char *path, mode_t mode, int flags,
+		struct tree_open_result *out);
+ssize_t tree_write(struct tree_handle *h, const char *buf, size_t size,
+		   off_t off);
+int tree_ftruncate(struct tree_handle *h, off_t size);
+int tree_truncate(struct tree *t, const char *path, off_t size);
+int tree_flush(struct tree_handle *h);
+int tree_unlink(struct tree *t, const char *path);
+int tree_rename(struct tree *t, const char *from, const char *to,
+		unsigned int flags);
+int tree_symlink(struct tree *t, const char *target, const char *path);
+int tree_readlink(struct tree *t, const char *path, char *buf, size_t size);
+int tree_link(struct tree *t, const char *from, const char *to);
+int tree_chmod(struct tree *t, const char *path, mode_t mode);
+int tree_utimens(struct tree *t, const char *path,
+		 const struct timespec tv[2]);
 
 #endif

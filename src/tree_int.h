@@ -1,0 +1,172 @@
+/*
+ * tree_int: the mounted state's structures, shared by tree.c (reading,
+ * listings, names), local.c (files held in memory) and save.c (every
+ * change). Not for ops.c or anything above: they see tree.h only.
+ *
+ * Everything here is guarded by tree->lock, except blob reference counts
+ * (atomic) and the bytes of a blob (never changed once made).
+ */
+#ifndef PHFS_TREE_INT_H
+#define PHFS_TREE_INT_H
+
+#include "tree.h"
+#include "names.h"
+
+#include <cJSON.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+/* Bytes shared by the tree and every handle that opened them. */
+struct blob {
+	unsigned long refs;
+	size_t len;
+	char data[];
+};
+
+struct action {
+	uint64_t id;
+	char fname[NAMES_FILE_MAX];
+	struct blob *content;
+	/* The version last handed out (read, or answered to a save): what
+	 * a save is compared with. NULL: the content. */
+	struct blob *base;
+	double fetched;           /* monotonic time the content came */
+	struct timespec mtime;    /* created_at, or when a change was seen */
+	unsigned long gen;        /* bumped when the content changes */
+	unsigned long kernel_gen; /* the gen the kernel last cached */
+	int hidden; /* renamed away to a scratch name: not listed here */
+};
+
+/* A file held in memory only: a scratch file, or an action file that is
+ * not (yet) an action on the server. */
+struct local {
+	char *name;
+	char *data;
+	size_t len, cap;
+	mode_t mode; /* S_IFREG or S_IFLNK with permission bits */
+	struct timespec mtime;
+	uint64_t bound;     /* the action a record name stands for, or 0 */
+	int restore;        /* bound to a soft-deleted action */
+	struct blob *base;  /* the bound action as last seen, or NULL */
+	uint64_t detached;  /* renamed away from this action, or 0 */
+	unsigned long refs; /* open handles, plus one while linked */
+	int linked;         /* still has its name in the directory */
+	int saved_once;     /* a save of it succeeded at least once */
+	struct local *next;
+};
+
+/* A name a file was created or renamed under, kept reaching its action. */
+struct alias {
+	char *name;
+	uint64_t id;
+};
+
+struct project {
+	uint64_t id;
+	char dname[NAMES_FILE_MAX];
+	struct action **acts; /* sorted by id */
+	size_t nacts;
+	double listed; /* monotonic time of the listing; 0 = never */
+	int refreshing;
+	struct local *locals;
+	struct alias *aliases;
+	size_t naliases;
+};
+
+struct tree {
+	struct api *api;
+	struct tree_opts opts;
+	struct timespec mounted;
+
+	pthread_mutex_t lock;
+	pthread_cond_t refreshed;
+	struct project **projs; /* sorted by id */
+	size_t nprojs;
+	double projs_listed;
+	int projs_refreshing;
+	size_t local_bytes; /* held by every local file */
+	unsigned long cache_hits, cache_misses, served_stale;
+	unsigned long saves, saves_failed, conflicts;
+};
+
+enum handle_kind {
+	H_READ,   /* a snapshot: .phfs files, action files opened to read */
+	H_ACTION, /* an action file opened to write: its own buffer */
+	H_LOCAL,  /* a local file: reads and writes go to it */
+};
+
+struct tree_handle {
+	struct tree *t;
+	enum handle_kind kind;
+	struct blob *blob; /* H_READ */
+	uint64_t pid, aid; /* H_ACTION; pid for H_LOCAL too */
+	char *buf;         /* H_ACTION */
+	size_t len, cap;
+	struct local *local; /* H_LOCAL */
+	int dirty;  /* written since the last successful save */
+	int append; /* opened with O_APPEND: writes go to the end */
+	char fname[NAMES_FILE_MAX * 4]; /* for messages */
+};
+
+enum node_kind {
+	NODE_ROOT,
+	NODE_META,
+	NODE_META_LOG,
+	NODE_META_STATS,
+	NODE_PROJECT,
+	NODE_ACTION,
+	NODE_LOCAL,
+	NODE_NONE, /* a name that could be created in a project */
+};
+
+struct node {
+	enum node_kind kind;
+	uint64_t pid, aid;
+	struct local *local;
+	const char *name; /* the last component, inside the path */
+};
+
+/* Largest file held in memory, and all of them together. */
+#define LOCAL_FILE_MAX (16u << 20)
+#define LOCAL_TOTAL_MAX (256u << 20)
+
+/* tree.c */
+double tree_now(void);
+struct blob *blob_new(const char *data, size_t len);
+struct blob *blob_ref(struct blob *b);
+void blob_unref(struct blob *b);
+struct project *tree_find_project(struct tree *t, uint64_t id);
+struct action **tree_find_action(struct project *p, uint64_t id);
+struct action *tree_action_from_json(const cJSON *item);
+/* Puts @fresh in place of the action with its id (or adds it). */
+void tree_put_action(struct project *p, struct action *fresh);
+void tree_drop_action(struct project *p, uint64_t id);
+int tree_resolve(struct tree *t, const char *path, struct node *n);
+int tree_refresh_project(struct tree *t, uint64_t pid);
+void tree_alias(struct project *p, const char *name, uint64_t id);
+
+/* local.c */
+struct local *local_find(struct project *p, const char *name);
+struct local *local_new(struct tree *t, struct project *p, const char *name,
+			mode_t mode);
+int local_set(struct tree *t, struct local *l, const char *data, size_t len);
+int local_write(struct tree *t, struct local *l, const char *buf,
+		size_t size, off_t off);
+int local_truncate(struct tree *t, struct local *l, off_t size);
+/* Takes the name away; frees it when no handle has it open. */
+void local_unlink(struct tree *t, struct project *p, struct local *l);
+void local_unref(struct tree *t, struct local *l);
+void local_free_all(struct tree *t, struct project *p);
+
+/* save.c */
+/*
+ * Saves @text as record @fname of project @pid: PATCH of @aid (restoring
+ * it when @restore), or POST when @aid is 0. Called with the lock held;
+ * drops it during requests. Sets *saved to the action's id.
+ */
+int save_text(struct tree *t, uint64_t pid, const char *fname, uint64_t aid,
+	      int restore, const struct blob *base, const char *text,
+	      size_t len, uint64_t *saved);
+
+#endif
