@@ -30,6 +30,9 @@ struct phfs_conf {
 	char *key_file;
 	char *project;
 	char *cacert;
+	char *ttl_arg;
+	char *timeout_arg;
+	char *retries_arg;
 	double ttl;
 	double timeout;
 	int retries;
@@ -55,9 +58,9 @@ static const struct fuse_opt phfs_opts[] = {
 	PHFS_OPT("key_file=%s", key_file),
 	PHFS_OPT("project=%s", project),
 	PHFS_OPT("cacert=%s", cacert),
-	PHFS_OPT("ttl=%lf", ttl),
-	PHFS_OPT("timeout=%lf", timeout),
-	PHFS_OPT("retries=%d", retries),
+	PHFS_OPT("ttl=%s", ttl_arg),
+	PHFS_OPT("timeout=%s", timeout_arg),
+	PHFS_OPT("retries=%s", retries_arg),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("key=", KEY_KEY),
 	FUSE_OPT_KEY("-h", KEY_HELP),
@@ -307,6 +310,44 @@ static char **split_projects(const char *spec, size_t *n)
 	return out;
 }
 
+/* A whole number or decimal, nothing after it. */
+static int parse_number(const char *name, const char *arg, double min,
+			double max, double *out)
+{
+	char *end;
+	double v;
+
+	if (!arg)
+		return 0;
+	v = strtod(arg, &end);
+	if (end == arg || *end || !(v >= min) || !(v <= max)) {
+		fprintf(stderr,
+			"phfs: -o %s=%s: expected a number from %g to %g\n",
+			name, arg, min, max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_numbers(struct phfs_conf *c)
+{
+	double retries = c->retries;
+
+	if (parse_number("ttl", c->ttl_arg, 0, 86400 * 365, &c->ttl) ||
+	    parse_number("timeout", c->timeout_arg, 0.001, 86400,
+			 &c->timeout) ||
+	    parse_number("retries", c->retries_arg, 0, 100, &retries))
+		return -1;
+	if (retries != (int)retries) {
+		fprintf(stderr, "phfs: -o retries=%s: expected a whole number\n",
+			c->retries_arg);
+		return -1;
+	}
+	c->retries = (int)retries;
+	return 0;
+}
+
 static void on_hup(int sig)
 {
 	(void)sig;
@@ -355,12 +396,8 @@ int main(int argc, char *argv[])
 	host = conf.nargs == 2 ? conf.args[0] : getenv("POSTHOG_HOST");
 	if (!host || !*host)
 		host = DEFAULT_HOST;
-	if (!(conf.ttl >= 0) || !(conf.timeout > 0) || conf.retries < 0 ||
-	    conf.retries > 100) {
-		fprintf(stderr, "phfs: ttl must be >= 0, timeout > 0 and "
-				"retries between 0 and 100\n");
-		return 1;
-	}
+	if (parse_numbers(&conf))
+		goto out;
 	base = base_url(host);
 	if (!base)
 		return 1;
@@ -417,6 +454,12 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 
+	/* fuse_new checks every other option: a typo is reported before
+	 * any request. It starts no thread and mounts nothing. */
+	fuse = fuse_new(&args, &ops_table, sizeof(ops_table), &ctx);
+	if (!fuse)
+		goto out;
+
 	if (tree_premount(ctx.tree, &err)) {
 		char reason[sizeof(err.msg)];
 
@@ -426,9 +469,6 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 
-	fuse = fuse_new(&args, &ops_table, sizeof(ops_table), &ctx);
-	if (!fuse)
-		goto out;
 	if (fuse_mount(fuse, fopts.mountpoint) != 0)
 		goto out;
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
@@ -469,6 +509,9 @@ out:
 		free(conf.args[i]);
 	free(conf.key_file);
 	free(conf.project);
+	free(conf.ttl_arg);
+	free(conf.timeout_arg);
+	free(conf.retries_arg);
 	free(conf.cacert);
 	return rc;
 }
