@@ -45,6 +45,28 @@ static double now_mono(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* The deadline of the filesystem call this thread is serving, or 0. */
+static __thread double call_deadline;
+
+void api_call_begin(struct api *a)
+{
+	call_deadline = now_mono() + a->timeout;
+}
+
+void api_call_end(void)
+{
+	call_deadline = 0;
+}
+
+/* When a request made now must be done: -o timeout from now, and never
+ * past the deadline of the filesystem call it serves. */
+static double op_deadline(struct api *a)
+{
+	double d = now_mono() + a->timeout;
+
+	return call_deadline > 0 && call_deadline < d ? call_deadline : d;
+}
+
 struct api *api_new(const struct api_opts *o)
 {
 	struct api *a = calloc(1, sizeof(*a));
@@ -351,7 +373,7 @@ int api_get_project(struct api *a, const char *id, cJSON **out,
 	int rc;
 
 	snprintf(path, sizeof(path), "/api/projects/%s/", id);
-	rc = get_json(a, path, now_mono() + a->timeout, out, e);
+	rc = get_json(a, path, op_deadline(a), out, e);
 	if (!rc && (!cJSON_IsObject(*out) || listing_item_id(*out, &pid))) {
 		cJSON_Delete(*out);
 		*out = NULL;
@@ -372,7 +394,7 @@ int api_get_action(struct api *a, uint64_t project, uint64_t id,
 
 	snprintf(path, sizeof(path), "/api/projects/%llu/actions/%llu/",
 		 (unsigned long long)project, (unsigned long long)id);
-	rc = get_json(a, path, now_mono() + a->timeout, out, e);
+	rc = get_json(a, path, op_deadline(a), out, e);
 	if (!rc && (!cJSON_IsObject(*out) || listing_item_id(*out, &got) ||
 		    got != id)) {
 		cJSON_Delete(*out);
@@ -418,10 +440,9 @@ static void take_results(cJSON *all, struct listing_page *page)
  * limit/offset, or DRF pages. With a count, the remaining pages are
  * fetched in parallel; with only "next" links, one after another.
  */
-static int list_all(struct api *a, const char *path, cJSON **out,
-		    struct api_err *e)
+static int list_all(struct api *a, const char *path, double deadline,
+		    cJSON **out, struct api_err *e)
 {
-	double deadline = now_mono() + a->timeout;
 	struct listing_page page;
 	struct http_req first = {0};
 	char why[128];
@@ -541,17 +562,23 @@ out:
 
 int api_list_projects(struct api *a, cJSON **out, struct api_err *e)
 {
-	return list_all(a, "/api/projects/", out, e);
+	return list_all(a, "/api/projects/", op_deadline(a), out, e);
 }
 
-int api_list_actions(struct api *a, uint64_t project, cJSON **out,
-		     struct api_err *e)
+static int list_actions(struct api *a, uint64_t project, double deadline,
+			cJSON **out, struct api_err *e)
 {
 	char path[96];
 
 	snprintf(path, sizeof(path), "/api/projects/%llu/actions/",
 		 (unsigned long long)project);
-	return list_all(a, path, out, e);
+	return list_all(a, path, deadline, out, e);
+}
+
+int api_list_actions(struct api *a, uint64_t project, cJSON **out,
+		     struct api_err *e)
+{
+	return list_actions(a, project, op_deadline(a), out, e);
 }
 
 /* Checks that @answer is an action; fills @e when it is not. */
@@ -585,7 +612,7 @@ int api_patch_action(struct api *a, uint64_t project, uint64_t id,
 	}
 	snprintf(path, sizeof(path), "/api/projects/%llu/actions/%llu/",
 		 (unsigned long long)project, (unsigned long long)id);
-	rc = request_json(a, "PATCH", path, text, now_mono() + a->timeout, out,
+	rc = request_json(a, "PATCH", path, text, op_deadline(a), out,
 			  e);
 	free(text);
 	return rc ? rc : expect_action(out, path, id, e);
@@ -599,16 +626,12 @@ static int find_by_name(struct api *a, uint64_t project, const char *name,
 			double deadline, cJSON **out)
 {
 	struct api_err e = {0};
-	double saved = a->timeout;
 	cJSON *items = NULL, *it;
 	int found = 0;
 
-	a->timeout = deadline - now_mono();
-	if (a->timeout <= 0 || api_list_actions(a, project, &items, &e)) {
-		a->timeout = saved;
+	if (deadline <= now_mono() ||
+	    list_actions(a, project, deadline, &items, &e))
 		return -1;
-	}
-	a->timeout = saved;
 	cJSON_ArrayForEach(it, items)
 	{
 		const char *n = listing_item_name(it);
@@ -626,7 +649,7 @@ static int find_by_name(struct api *a, uint64_t project, const char *name,
 int api_create_action(struct api *a, uint64_t project, const cJSON *body,
 		      cJSON **out, struct api_err *e)
 {
-	double deadline = now_mono() + a->timeout;
+	double deadline = op_deadline(a);
 	const char *name =
 		cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "name"));
 	char path[96];

@@ -4,13 +4,20 @@
  * server from here; save.c decides when their content becomes a save.
  *
  * Called with the tree lock held. Every byte is counted against
- * LOCAL_FILE_MAX and LOCAL_TOTAL_MAX, past which writes get ENOSPC.
+ * LOCAL_FILE_MAX and LOCAL_TOTAL_MAX, past which writes get ENOSPC. At
+ * unmount, what never reached the server is written to disk.
  */
 #include "tree_int.h"
+#include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct local *local_find(struct project *p, const char *name)
 {
@@ -154,4 +161,97 @@ void local_free_all(struct tree *t, struct project *p)
 {
 	while (p->locals)
 		local_unlink(t, p, p->locals);
+}
+
+/* Creates @path and its parents, like mkdir -p, mode 0700. */
+static int make_dirs(char *path)
+{
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) && errno != EEXIST) {
+			*p = '/';
+			return -1;
+		}
+		*p = '/';
+	}
+	return mkdir(path, 0700) && errno != EEXIST ? -1 : 0;
+}
+
+/* Writes @l's bytes to a new file in @dir; never replaces one. */
+static int keep_one(const char *dir, const struct local *l)
+{
+	char path[PATH_MAX];
+	int fd = -1;
+
+	for (int n = 0; n < 100 && fd < 0; n++) {
+		int len = n ? snprintf(path, sizeof(path), "%s/%s.%d", dir,
+				       l->name, n)
+			    : snprintf(path, sizeof(path), "%s/%s", dir,
+				       l->name);
+
+		if (len < 0 || (size_t)len >= sizeof(path)) {
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST)
+			return -1;
+	}
+	if (fd < 0)
+		return -1;
+	for (size_t done = 0; done < l->len;) {
+		ssize_t n = write(fd, l->data + done, l->len - done);
+
+		if (n <= 0) {
+			close(fd);
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return close(fd);
+}
+
+static int is_unsaved(const struct local *l)
+{
+	size_t n = strlen(l->name);
+	uint64_t ignored;
+
+	if ((l->mode & S_IFMT) != S_IFREG || !l->len)
+		return 0;
+	return names_classify(l->name, &ignored) != NAMES_SCRATCH ||
+	       (n > 9 && !strcmp(l->name + n - 9, ".rejected"));
+}
+
+void tree_keep_unsaved(struct tree *t, const char *dir)
+{
+	size_t kept = 0, failed = 0;
+
+	pthread_mutex_lock(&t->lock);
+	for (size_t i = 0; i < t->nprojs; i++) {
+		struct project *p = t->projs[i];
+		char sub[PATH_MAX];
+		int len = snprintf(sub, sizeof(sub), "%s/%s", dir, p->dname);
+
+		if (len < 0 || (size_t)len >= sizeof(sub))
+			continue;
+		for (struct local *l = p->locals; l; l = l->next) {
+			if (!is_unsaved(l))
+				continue;
+			if (make_dirs(sub) || keep_one(sub, l)) {
+				log_error("%s/%s: could not be kept in %s: %s",
+					  p->dname, l->name, sub,
+					  strerror(errno));
+				failed++;
+			} else {
+				kept++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (kept)
+		log_notice("kept %zu unsaved file%s in %s", kept,
+			   kept == 1 ? "" : "s", dir);
+	(void)failed;
 }

@@ -348,6 +348,23 @@ static int parse_numbers(struct phfs_conf *c)
 	return 0;
 }
 
+/* $XDG_STATE_HOME/phfs/unsaved, or ~/.local/state/phfs/unsaved. */
+static void keep_unsaved(struct tree *t)
+{
+	const char *state = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	char dir[4096];
+
+	if (state && state[0] == '/')
+		snprintf(dir, sizeof(dir), "%s/phfs/unsaved", state);
+	else if (home && home[0] == '/')
+		snprintf(dir, sizeof(dir), "%s/.local/state/phfs/unsaved", home);
+	else
+		snprintf(dir, sizeof(dir), "/var/tmp/phfs-unsaved-%lu",
+			 (unsigned long)getuid());
+	tree_keep_unsaved(t, dir);
+}
+
 static void on_hup(int sig)
 {
 	(void)sig;
@@ -488,6 +505,7 @@ int main(int argc, char *argv[])
 		rc = fuse_loop_mt(fuse, fopts.clone_fd) ? 1 : 0;
 	}
 	log_notice("unmounting %s", fopts.mountpoint);
+	keep_unsaved(ctx.tree);
 signals:
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 unmount:

@@ -27,6 +27,8 @@ static struct tree *ctx_tree(void)
 		drop_pending = 0;
 		tree_drop_caches(t);
 	}
+	/* Every operation starts here: its requests share one deadline. */
+	tree_call_begin(t);
 	return t;
 }
 

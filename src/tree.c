@@ -636,6 +636,11 @@ int tree_premount(struct tree *t, struct api_err *e)
 	return 0;
 }
 
+void tree_call_begin(struct tree *t)
+{
+	api_call_begin(t->api);
+}
+
 void tree_drop_caches(struct tree *t)
 {
 	pthread_mutex_lock(&t->lock);

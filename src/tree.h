@@ -39,6 +39,15 @@ int tree_premount(struct tree *t, struct api_err *e);
 /* Forgets every listing and action so the next access fetches (SIGHUP). */
 void tree_drop_caches(struct tree *t);
 
+/* Starts one filesystem call: its requests share one deadline. */
+void tree_call_begin(struct tree *t);
+
+/*
+ * At unmount: writes every file that never reached the server (new
+ * files whose save failed, NAME.rejected) under @dir, and logs where.
+ */
+void tree_keep_unsaved(struct tree *t, const char *dir);
+
 int tree_getattr(struct tree *t, const char *path, struct stat *st);
 
 /* Called once per entry; returns non-zero to stop. */
