@@ -714,6 +714,7 @@ class FakePostHog:
             self.log = collections.deque(maxlen=LOG_LIMIT)
             self.seq = 0
             self.faults = []
+            self.chaos_rng = random.Random("chaos-%s" % a.chaos_seed)
             self.latency_ms = a.latency_ms
             self.shape, self.page_size = a.list_shape, a.page_size
             self.per_minute, self.windows = a.rate_limit, {}
@@ -731,8 +732,10 @@ class FakePostHog:
             entry["seq"] = self.seq
             self.log.append(entry)
 
-    def take_fault(self, method, path):
-        """The first rule matching the request, with one count consumed."""
+    def take_fault(self, method, path, chaos_ok=True):
+        """The first rule matching the request, with one count consumed; else, in
+        chaos mode, a 503 for a seeded random share of requests (not of those a
+        test sends itself to check the server's state)."""
         with self.lock:
             for rule in self.faults:
                 if (rule["method"] in (None, method)
@@ -741,6 +744,8 @@ class FakePostHog:
                     if rule["count"] <= 0:
                         self.faults.remove(rule)
                     return dict(rule, release=self.stall_release)
+            if chaos_ok and self.args.chaos and self.chaos_rng.random() < self.args.chaos:
+                return {"mode": "503", "retry_after": 0, "chaos": True}
         return None
 
     def throttle(self, key_index):
@@ -926,8 +931,11 @@ class Handler(BaseHTTPRequestHandler):
                                "exceeded settings.DATA_UPLOAD_MAX_MEMORY_SIZE.")
             if self.state.latency_ms:
                 time.sleep(self.state.latency_ms / 1000.0)
-            fault = self.state.take_fault(self.command, path)
+            fault = self.state.take_fault(self.command, path,
+                                          self.headers.get("X-Fake-No-Chaos") is None)
             if fault:
+                if fault.get("chaos"):
+                    entry["chaos"] = True
                 self.inject(fault)
             else:
                 self.api(path, query, raw, jerr, auth, key, source)
@@ -1404,6 +1412,12 @@ def parse_args(argv):
     ap.add_argument("--quiet", action="store_true", help="no request logging (the default)")
     ap.add_argument("--verbose", action="store_true",
                     help="log each request (method, path, status) to stderr")
+    ap.add_argument("--chaos", type=float,
+                    default=float(os.environ.get("FAKE_POSTHOG_CHAOS") or 0),
+                    help="answer this share of API requests with 503, at random "
+                    "(default: $FAKE_POSTHOG_CHAOS or 0); logged with \"chaos\": true")
+    ap.add_argument("--chaos-seed", default=os.environ.get("FAKE_POSTHOG_CHAOS_SEED", "1"),
+                    help="seed of the chaos choices, for a reproducible run")
     args = ap.parse_args(argv)
     args.verbose = args.verbose and not args.quiet
     if args.projects < 0 or args.actions < 0 or args.page_size < 1 or args.rate_limit < 0:
