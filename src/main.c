@@ -505,6 +505,7 @@ int main(int argc, char *argv[])
 		rc = fuse_loop_mt(fuse, fopts.clone_fd) ? 1 : 0;
 	}
 	log_notice("unmounting %s", fopts.mountpoint);
+	tree_stop(ctx.tree);
 	keep_unsaved(ctx.tree);
 signals:
 	fuse_remove_signal_handlers(fuse_get_session(fuse));

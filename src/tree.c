@@ -602,10 +602,100 @@ struct tree *tree_new(struct api *api, const struct tree_opts *o)
 	return t;
 }
 
+/* Parallel listings of the projects a root listing showed, so that a
+ * walk of the tree (grep -r, rsync, find) finds them ready. */
+struct prefetch {
+	struct tree *t;
+	uint64_t *pids;
+	size_t n, next;
+	size_t workers; /* still running; the last frees this */
+};
+
+#define PREFETCH_WORKERS 8
+
+static void *prefetch_worker(void *arg)
+{
+	struct prefetch *pf = arg;
+	struct tree *t = pf->t;
+
+	pthread_mutex_lock(&t->lock);
+	tree_call_begin(t);
+	while (pf->next < pf->n) {
+		uint64_t pid = pf->pids[pf->next++];
+
+		/* Failures are logged there; the next access tries again. */
+		tree_refresh_project(t, pid);
+		tree_call_begin(t);
+	}
+	if (--t->prefetching == 0)
+		pthread_cond_broadcast(&t->refreshed);
+	if (--pf->workers == 0) {
+		free(pf->pids);
+		free(pf);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+/* Starts listing every project not listed within ttl. Lock held. */
+static void prefetch_projects(struct tree *t)
+{
+	struct prefetch *pf;
+	double now = tree_now();
+	pthread_attr_t attr;
+	size_t workers;
+
+	if (t->stopping)
+		return;
+	pf = calloc(1, sizeof(*pf));
+	if (!pf)
+		return;
+	pf->t = t;
+	pf->pids = calloc(t->nprojs ? t->nprojs : 1, sizeof(*pf->pids));
+	for (size_t i = 0; pf->pids && i < t->nprojs; i++)
+		if (!t->projs[i]->refreshing &&
+		    !fresh_enough(t, t->projs[i]->listed, now))
+			pf->pids[pf->n++] = t->projs[i]->id;
+	if (!pf->n) {
+		free(pf->pids);
+		free(pf);
+		return;
+	}
+	workers = pf->n < PREFETCH_WORKERS ? pf->n : PREFETCH_WORKERS;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	for (size_t i = 0; i < workers; i++) {
+		pthread_t th;
+
+		pf->workers++;
+		t->prefetching++;
+		if (pthread_create(&th, &attr, prefetch_worker, pf)) {
+			pf->workers--;
+			t->prefetching--;
+			break;
+		}
+	}
+	pthread_attr_destroy(&attr);
+	if (!pf->workers) {
+		free(pf->pids);
+		free(pf);
+	}
+}
+
+void tree_stop(struct tree *t)
+{
+	pthread_mutex_lock(&t->lock);
+	t->stopping = 1;
+	while (t->prefetching)
+		pthread_cond_wait(&t->refreshed, &t->lock);
+	pthread_mutex_unlock(&t->lock);
+}
+
 void tree_free(struct tree *t)
 {
 	if (!t)
 		return;
+	tree_stop(t);
 	for (size_t i = 0; i < t->nprojs; i++)
 		project_free(t, t->projs[i]);
 	free(t->projs);
@@ -955,6 +1045,7 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill,
 		rc = -ENOTDIR;
 	fill_stat(t, &st, 1, 0, NULL);
 	if (!rc && n.kind == NODE_ROOT) {
+		prefetch_projects(t);
 		for (size_t i = 0; !rc && i < t->nprojs; i++)
 			rc = dir_add(&d, t->projs[i]->dname, &st);
 		if (!rc)

@@ -28,6 +28,8 @@ struct tree_opts {
 };
 
 struct tree *tree_new(struct api *api, const struct tree_opts *o);
+/* Waits for background work (prefetching) to end; starts none after. */
+void tree_stop(struct tree *t);
 void tree_free(struct tree *t);
 
 /*

@@ -86,6 +86,8 @@ struct tree {
 	double projs_listed;
 	int projs_refreshing;
 	size_t local_bytes; /* held by every local file */
+	size_t prefetching; /* prefetch workers still running */
+	int stopping;       /* unmounting: start no more work */
 	unsigned long cache_hits, cache_misses, served_stale;
 	unsigned long saves, saves_failed, conflicts;
 };

@@ -704,6 +704,7 @@ class FakePostHog:
         self.args, self.keys = args, keys
         self.lock = threading.Lock()
         self.stall_release = threading.Event()
+        self.inflight = 0
         self.reset()
 
     def reset(self):
@@ -915,10 +916,15 @@ class Handler(BaseHTTPRequestHandler):
 
         body, jerr = parse_json(raw) if raw else (None, None)
         auth, key, source = self.identify(body, query)
+        with self.state.lock:
+            self.state.inflight += 1
+            inflight = self.state.inflight
         entry = {"seq": 0, "method": self.command, "path": path,
                  "query": KEY_IN_TEXT.sub(r"\1REDACTED", query),
                  "status": 0, "body": None, "raw_body": None, "auth": auth,
-                 "key": key["index"] if key else None, "time": time.time()}
+                 "key": key["index"] if key else None, "time": time.time(),
+                 # API requests being handled when this one arrived, itself included
+                 "inflight": inflight}
         if raw:
             text = raw.decode("utf-8", "replace")
             if isinstance(body, dict) and isinstance(body.get("personal_api_key"), str):
@@ -950,6 +956,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_json(500, server_error().body)
             self.close_connection = True
         finally:
+            with self.state.lock:
+                self.state.inflight -= 1
             entry["status"] = self.status or 0
             self.state.record(entry)
             self.log_message("%s %s %s", self.command, path, entry["status"])

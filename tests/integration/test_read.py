@@ -597,7 +597,8 @@ def test_server_unreachable_serves_cached_copies(mount, server, outage):
     files = files_of(m, "1-web-app")
     fname = files[min(files)]
     cached = m.read("1-web-app", fname)
-    dirs = dirs_of(m)
+    # Project 2 by its id alone: listing the root would prefetch it.
+    never_listed = "2"
     log_before = m.log_lines()
 
     if outage == "stopped":
@@ -617,7 +618,7 @@ def test_server_unreachable_serves_cached_copies(mount, server, outage):
     assert m.ls("1-web-app") == sorted(files.values()), m.context()
 
     t0 = time.monotonic()
-    r = m.probe("listdir", dirs[2], timeout=60)
+    r = m.probe("listdir", never_listed, timeout=60)
     took = time.monotonic() - t0
     assert r.errno == "EIO", "never listed, no copy: want EIO, got %r\n%s" % (
         r, m.context())
@@ -735,3 +736,28 @@ def test_project_option_mounts_only_that_project(mount, server):
     assert not server.requests(path_re=PROJECTS_RE), (
         "listed all projects although -o project= names them:\n"
         + summary(server.requests()))
+
+
+def test_listing_the_root_prefetches_every_project_in_parallel(
+        mount, server_factory):
+    s = server_factory(projects=6, actions=30, shape="count", latency_ms=300)
+    m = mount("ttl=600", server=s)
+    s.clear_log()
+    dirs = dirs_of(m)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(
+            s.requests("GET", r"/actions/?$")) < len(dirs):
+        time.sleep(0.1)
+    lists = s.requests("GET", r"/actions/?$")
+    assert sorted(r["path"] for r in lists) == sorted(
+        "/api/projects/%d/actions/" % pid for pid in dirs), (
+        "ls of the root should list each project once\n%s" % m.context())
+    # In parallel: the server saw several of them in flight at once.
+    most = max(r["inflight"] for r in lists)
+    assert most >= 4, (
+        "the project listings came one after another (at most %d at once)"
+        "\n%s" % (most, m.context()))
+    s.clear_log()
+    m.sh("grep -rl --exclude-dir=.phfs pageview . >/dev/null")
+    assert s.requests() == [], (
+        "grep -r after the prefetch should cost nothing\n%s" % m.context())
