@@ -688,3 +688,22 @@ int api_create_action(struct api *a, uint64_t project, const cJSON *body,
 	free(text);
 	return rc ? rc : expect_action(out, path, 0, e);
 }
+
+int api_get_csv(struct api *a, uint64_t project, char **out, size_t *len,
+		struct api_err *e)
+{
+	struct http_req r = {0};
+	char path[128];
+	char *p = path;
+	int rc;
+
+	snprintf(path, sizeof(path), "/api/projects/%llu/actions/?format=csv",
+		 (unsigned long long)project);
+	rc = get_many(a, &p, &r, 1, op_deadline(a), e);
+	if (rc)
+		return rc;
+	*out = r.resp ? r.resp : strdup("");
+	*len = r.resp_len;
+	r.resp = NULL;
+	return *out ? 0 : -ENOMEM;
+}

@@ -68,6 +68,10 @@ int api_list_actions(struct api *a, uint64_t project, cJSON **out,
 int api_get_action(struct api *a, uint64_t project, uint64_t id,
 		   cJSON **out, struct api_err *e);
 
+/* The project's actions as the server's CSV (format=csv): malloc'ed. */
+int api_get_csv(struct api *a, uint64_t project, char **out, size_t *len,
+		struct api_err *e);
+
 /* PATCHes @body; the server's answer in *out. */
 int api_patch_action(struct api *a, uint64_t project, uint64_t id,
 		     const cJSON *body, cJSON **out, struct api_err *e);

@@ -80,6 +80,7 @@ static void project_free(struct tree *t, struct project *p)
 	free(p->acts);
 	local_free_all(t, p);
 	aliases_free(p);
+	blob_unref(p->csv);
 	free(p);
 }
 
@@ -526,6 +527,9 @@ static void projects_install(struct tree *t, struct project **fresh,
 			fresh[i]->locals = old->locals;
 			fresh[i]->aliases = old->aliases;
 			fresh[i]->naliases = old->naliases;
+			fresh[i]->csv = old->csv;
+			fresh[i]->csv_fetched = old->csv_fetched;
+			old->csv = NULL;
 			old->acts = NULL;
 			old->nacts = 0;
 			old->locals = NULL;
@@ -778,17 +782,8 @@ int tree_resolve(struct tree *t, const char *path, struct node *n)
 	rest = rest ? rest + 1 : "";
 	n->name = rest;
 
-	if (!strcmp(first, ".phfs")) {
-		if (!*rest)
-			n->kind = NODE_META;
-		else if (!strcmp(rest, "log"))
-			n->kind = NODE_META_LOG;
-		else if (!strcmp(rest, "stats"))
-			n->kind = NODE_META_STATS;
-		else
-			return -ENOENT;
-		return 0;
-	}
+	if (!strcmp(first, ".phfs"))
+		return meta_resolve(t, rest, n);
 	if (names_parse_dir(first, &id))
 		return -ENOENT;
 	if (!tree_find_project(t, id)) {
@@ -846,55 +841,8 @@ int tree_resolve(struct tree *t, const char *path, struct node *n)
 	return -ENOENT;
 }
 
-static char *stats_text(struct tree *t, size_t *len)
-{
-	struct api_stats s;
-	unsigned long hits, misses, stale, saves, failed, conflicts;
-	unsigned long projs = 0, acts = 0, locals = 0;
-	char *out = NULL;
-	int n;
-
-	api_stats(t->api, &s);
-	pthread_mutex_lock(&t->lock);
-	hits = t->cache_hits;
-	misses = t->cache_misses;
-	stale = t->served_stale;
-	saves = t->saves;
-	failed = t->saves_failed;
-	conflicts = t->conflicts;
-	projs = t->nprojs;
-	for (size_t i = 0; i < t->nprojs; i++) {
-		acts += t->projs[i]->nacts;
-		for (struct local *l = t->projs[i]->locals; l; l = l->next)
-			locals++;
-	}
-	pthread_mutex_unlock(&t->lock);
-	n = asprintf(&out,
-		     "requests_total %lu\nrequests_get %lu\n"
-		     "requests_post %lu\nrequests_patch %lu\n"
-		     "requests_put %lu\nrequests_delete %lu\n"
-		     "retries %lu\nfailures %lu\ncache_hits %lu\n"
-		     "cache_misses %lu\nserved_stale %lu\nsaves %lu\n"
-		     "saves_failed %lu\nconflicts %lu\nprojects %lu\n"
-		     "actions_cached %lu\nlocal_files %lu\n",
-		     s.get + s.post + s.patch + s.put + s.del, s.get, s.post,
-		     s.patch, s.put, s.del, s.retries, s.failures, hits,
-		     misses, stale, saves, failed, conflicts, projs, acts,
-		     locals);
-	if (n < 0)
-		return NULL;
-	*len = (size_t)n;
-	return out;
-}
-
-static char *meta_text(struct tree *t, enum node_kind kind, size_t *len)
-{
-	return kind == NODE_META_LOG ? log_ring_text(len)
-				     : stats_text(t, len);
-}
-
-static void fill_stat(struct tree *t, struct stat *st, int dir, off_t size,
-		      const struct timespec *mtime)
+void tree_fill_stat(struct tree *t, struct stat *st, int dir, off_t size,
+		    const struct timespec *mtime)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_mode = dir ? (S_IFDIR | (t->opts.ro ? 0555 : 0755))
@@ -911,7 +859,7 @@ static void fill_stat(struct tree *t, struct stat *st, int dir, off_t size,
 static void fill_local_stat(struct tree *t, struct stat *st,
 			    const struct local *l)
 {
-	fill_stat(t, st, 0, (off_t)l->len, &l->mtime);
+	tree_fill_stat(t, st, 0, (off_t)l->len, &l->mtime);
 	st->st_mode = l->mode;
 	if (t->opts.ro)
 		st->st_mode &= ~0222;
@@ -921,8 +869,6 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 {
 	struct node n;
 	struct action **a;
-	size_t len = 0;
-	char *text;
 	int rc;
 
 	pthread_mutex_lock(&t->lock);
@@ -935,24 +881,21 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 	case NODE_ROOT:
 	case NODE_META:
 	case NODE_PROJECT:
-		fill_stat(t, st, 1, 0, NULL);
+		tree_fill_stat(t, st, 1, 0, NULL);
 		break;
 	case NODE_ACTION:
 		a = tree_find_action(tree_find_project(t, n.pid), n.aid);
-		fill_stat(t, st, 0, (off_t)(*a)->content->len, &(*a)->mtime);
+		tree_fill_stat(t, st, 0, (off_t)(*a)->content->len, &(*a)->mtime);
 		break;
 	case NODE_LOCAL:
 		fill_local_stat(t, st, n.local);
 		break;
 	case NODE_META_LOG:
 	case NODE_META_STATS:
+	case NODE_META_CSVDIR:
+	case NODE_META_CSV:
 		pthread_mutex_unlock(&t->lock);
-		text = meta_text(t, n.kind, &len);
-		free(text);
-		fill_stat(t, st, 0, (off_t)len, NULL);
-		st->st_mode &= ~0222;
-		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
-		return 0;
+		return meta_getattr(t, &n, st);
 	case NODE_NONE:
 		break;
 	}
@@ -968,7 +911,7 @@ int tree_fgetattr(struct tree_handle *h, struct stat *st)
 	if (h->kind == H_LOCAL) {
 		fill_local_stat(t, st, h->local);
 	} else {
-		fill_stat(t, st, 0,
+		tree_fill_stat(t, st, 0,
 			  (off_t)(h->kind == H_ACTION ? h->len : h->blob->len),
 			  NULL);
 		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
@@ -977,14 +920,7 @@ int tree_fgetattr(struct tree_handle *h, struct stat *st)
 	return 0;
 }
 
-/* Entries copied out of the tree, so fill() runs without the lock. */
-struct dir_copy {
-	char **names;
-	struct stat *stats;
-	size_t count, cap;
-};
-
-static int dir_add(struct dir_copy *d, const char *name, const struct stat *st)
+int tree_dir_add(struct dir_copy *d, const char *name, const struct stat *st)
 {
 	if (d->count == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 64;
@@ -1017,12 +953,12 @@ static int copy_project(struct tree *t, struct project *p, struct dir_copy *d)
 
 		if (a->hidden || local_find(p, a->fname))
 			continue;
-		fill_stat(t, &st, 0, (off_t)a->content->len, &a->mtime);
-		rc = dir_add(d, a->fname, &st);
+		tree_fill_stat(t, &st, 0, (off_t)a->content->len, &a->mtime);
+		rc = tree_dir_add(d, a->fname, &st);
 	}
 	for (struct local *l = p->locals; !rc && l; l = l->next) {
 		fill_local_stat(t, &st, l);
-		rc = dir_add(d, l->name, &st);
+		rc = tree_dir_add(d, l->name, &st);
 	}
 	return rc;
 }
@@ -1041,25 +977,19 @@ int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill,
 		rc = refresh_projects(t);
 	else if (!rc && n.kind == NODE_PROJECT)
 		rc = tree_refresh_project(t, n.pid);
-	else if (!rc && n.kind != NODE_META)
+	else if (!rc && n.kind != NODE_META && n.kind != NODE_META_CSVDIR)
 		rc = -ENOTDIR;
-	fill_stat(t, &st, 1, 0, NULL);
+	tree_fill_stat(t, &st, 1, 0, NULL);
 	if (!rc && n.kind == NODE_ROOT) {
 		prefetch_projects(t);
 		for (size_t i = 0; !rc && i < t->nprojs; i++)
-			rc = dir_add(&d, t->projs[i]->dname, &st);
+			rc = tree_dir_add(&d, t->projs[i]->dname, &st);
 		if (!rc)
-			rc = dir_add(&d, ".phfs", &st);
+			rc = tree_dir_add(&d, ".phfs", &st);
 	} else if (!rc && n.kind == NODE_PROJECT) {
 		rc = copy_project(t, tree_find_project(t, n.pid), &d);
 	} else if (!rc) {
-		struct stat f;
-
-		fill_stat(t, &f, 0, 0, NULL);
-		f.st_mode &= ~0222;
-		rc = dir_add(&d, "log", &f);
-		if (!rc)
-			rc = dir_add(&d, "stats", &f);
+		rc = meta_readdir(t, &n, &d);
 	}
 	pthread_mutex_unlock(&t->lock);
 
@@ -1188,8 +1118,6 @@ int tree_open(struct tree *t, const char *path, int flags,
 {
 	struct tree_handle *h;
 	struct node n;
-	size_t len = 0;
-	char *text;
 	int rc, writing = (flags & O_ACCMODE) != O_RDONLY;
 
 	memset(out, 0, sizeof(*out));
@@ -1233,19 +1161,14 @@ int tree_open(struct tree *t, const char *path, int flags,
 		break;
 	case NODE_META_LOG:
 	case NODE_META_STATS:
+	case NODE_META_CSV:
 		pthread_mutex_unlock(&t->lock);
-		if (writing) {
+		rc = writing ? -EACCES : meta_open(t, &n, h);
+		if (rc) {
 			free(h);
-			return -EACCES;
+			return rc;
 		}
-		text = meta_text(t, n.kind, &len);
-		h->blob = text ? blob_new(text, len) : NULL;
-		free(text);
 		out->direct_io = 1;
-		if (!h->blob) {
-			free(h);
-			return -ENOMEM;
-		}
 		out->handle = h;
 		return 0;
 	default:

@@ -68,6 +68,8 @@ struct project {
 	struct action **acts; /* sorted by id */
 	size_t nacts;
 	double listed; /* monotonic time of the listing; 0 = never */
+	struct blob *csv;   /* the server's format=csv listing, or NULL */
+	double csv_fetched; /* monotonic time it came */
 	int refreshing;
 	struct local *locals;
 	struct alias *aliases;
@@ -116,6 +118,8 @@ enum node_kind {
 	NODE_META,
 	NODE_META_LOG,
 	NODE_META_STATS,
+	NODE_META_CSVDIR,
+	NODE_META_CSV,
 	NODE_PROJECT,
 	NODE_ACTION,
 	NODE_LOCAL,
@@ -133,7 +137,17 @@ struct node {
 #define LOCAL_FILE_MAX (16u << 20)
 #define LOCAL_TOTAL_MAX (256u << 20)
 
+/* Entries copied out of the tree, so fill() runs without the lock. */
+struct dir_copy {
+	char **names;
+	struct stat *stats;
+	size_t count, cap;
+};
+
 /* tree.c */
+void tree_fill_stat(struct tree *t, struct stat *st, int dir, off_t size,
+		    const struct timespec *mtime);
+int tree_dir_add(struct dir_copy *d, const char *name, const struct stat *st);
 double tree_now(void);
 struct blob *blob_new(const char *data, size_t len);
 struct blob *blob_ref(struct blob *b);
@@ -147,6 +161,13 @@ void tree_drop_action(struct project *p, uint64_t id);
 int tree_resolve(struct tree *t, const char *path, struct node *n);
 int tree_refresh_project(struct tree *t, uint64_t pid);
 void tree_alias(struct project *p, const char *name, uint64_t id);
+
+/* meta.c: the .phfs directory. meta_resolve and meta_readdir run with
+ * the lock held; meta_getattr and meta_open without it. */
+int meta_resolve(struct tree *t, const char *rest, struct node *n);
+int meta_getattr(struct tree *t, const struct node *n, struct stat *st);
+int meta_readdir(struct tree *t, const struct node *n, struct dir_copy *d);
+int meta_open(struct tree *t, const struct node *n, struct tree_handle *h);
 
 /* local.c */
 struct local *local_find(struct project *p, const char *name);
