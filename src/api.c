@@ -623,7 +623,8 @@ int api_patch_action(struct api *a, uint64_t project, uint64_t id,
  * answer was lost did create it. Returns 1 and sets *out when found.
  */
 static int find_by_name(struct api *a, uint64_t project, const char *name,
-			double deadline, cJSON **out)
+			const uint64_t *known, size_t nknown, double deadline,
+			cJSON **out)
 {
 	struct api_err e = {0};
 	cJSON *items = NULL, *it;
@@ -635,8 +636,13 @@ static int find_by_name(struct api *a, uint64_t project, const char *name,
 	cJSON_ArrayForEach(it, items)
 	{
 		const char *n = listing_item_name(it);
+		uint64_t id = 0;
+		int old = 0;
 
-		if (n && !strcmp(n, name)) {
+		listing_item_id(it, &id);
+		for (size_t i = 0; i < nknown && !old; i++)
+			old = known[i] == id;
+		if (n && !strcmp(n, name) && !old) {
 			*out = cJSON_DetachItemViaPointer(items, it);
 			found = 1;
 			break;
@@ -647,7 +653,8 @@ static int find_by_name(struct api *a, uint64_t project, const char *name,
 }
 
 int api_create_action(struct api *a, uint64_t project, const cJSON *body,
-		      cJSON **out, struct api_err *e)
+		      const uint64_t *known, size_t nknown, cJSON **out,
+		      struct api_err *e)
 {
 	double deadline = op_deadline(a);
 	const char *name =
@@ -672,7 +679,8 @@ int api_create_action(struct api *a, uint64_t project, const cJSON *body,
 		/* The POST may have arrived. The server keeps live names
 		 * unique, so the name tells whether it did. */
 		{
-			int found = find_by_name(a, project, name, deadline, out);
+			int found = find_by_name(a, project, name, known,
+						 nknown, deadline, out);
 
 			if (found == 1) {
 				rc = 0;

@@ -79,8 +79,11 @@ int api_patch_action(struct api *a, uint64_t project, uint64_t id,
 /*
  * POSTs a new action. Never creates two: a POST that may have reached
  * the server is retried only after the name shows it was not created.
+ * An action with the name whose id is in @known (the live actions known
+ * before) is not ours.
  */
 int api_create_action(struct api *a, uint64_t project, const cJSON *body,
-		      cJSON **out, struct api_err *e);
+		      const uint64_t *known, size_t nknown, cJSON **out,
+		      struct api_err *e);
 
 #endif

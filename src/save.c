@@ -118,12 +118,28 @@ static int send_update(struct tree *t, uint64_t pid, uint64_t aid,
 		return -ESTALE;
 	}
 	cJSON_Delete(server);
-	if (restore && !cJSON_AddFalseToObject(patch, "deleted"))
-		return -ENOMEM;
+	if (restore) {
+		/* The diff against the deleted version may hold it already. */
+		cJSON_DeleteItemFromObjectCaseSensitive(patch, "deleted");
+		if (!cJSON_AddFalseToObject(patch, "deleted"))
+			return -ENOMEM;
+	}
 	rc = api_patch_action(t->api, pid, aid, patch, answer, &e);
 	if (rc)
 		snprintf(why, whylen, "%s", e.msg);
 	return rc;
+}
+
+/* The ids of the live actions known before a POST: a lost answer is
+ * never taken to be one of them. */
+static uint64_t *known_ids(const struct project *p, size_t *n)
+{
+	uint64_t *ids = malloc((p->nacts ? p->nacts : 1) * sizeof(*ids));
+
+	*n = 0;
+	for (size_t i = 0; ids && i < p->nacts; i++)
+		ids[(*n)++] = p->acts[i]->id;
+	return ids;
 }
 
 int save_text(struct tree *t, uint64_t pid, const char *fname, uint64_t aid,
@@ -135,6 +151,8 @@ int save_text(struct tree *t, uint64_t pid, const char *fname, uint64_t aid,
 	struct api_err e = {0};
 	char why[512] = "";
 	char *name = strdup(fname);
+	uint64_t *known = NULL;
+	size_t nknown = 0;
 	int rc = 0, oom = 0, changed = 1;
 
 	if (!p || !name) {
@@ -143,6 +161,8 @@ int save_text(struct tree *t, uint64_t pid, const char *fname, uint64_t aid,
 	}
 	if (aid)
 		base = base_json(t, pid, aid, given);
+	else
+		known = known_ids(p, &nknown);
 	pthread_mutex_unlock(&t->lock);
 
 	edit = action_parse(text, len, base, why, sizeof(why));
@@ -166,7 +186,8 @@ int save_text(struct tree *t, uint64_t pid, const char *fname, uint64_t aid,
 
 		body = action_create_body(edit, fallback);
 		free(fallback);
-		rc = body ? api_create_action(t->api, pid, body, &answer, &e)
+		rc = body ? api_create_action(t->api, pid, body, known, nknown,
+					      &answer, &e)
 			  : -ENOMEM;
 		if (rc)
 			snprintf(why, sizeof(why), "%s", e.msg);
@@ -203,6 +224,7 @@ int save_text(struct tree *t, uint64_t pid, const char *fname, uint64_t aid,
 	cJSON_Delete(edit);
 	cJSON_Delete(body);
 	cJSON_Delete(answer);
+	free(known);
 	free(name);
 	return rc;
 }
@@ -235,7 +257,11 @@ static int bind_record(struct tree *t, uint64_t pid, const char *name,
 	*bound = 0;
 	*restore = 0;
 	*base = NULL;
-	if (names_classify(name, &id) != NAMES_RECORD_ID)
+	/* A name a file was created or renamed under keeps its action. */
+	for (size_t i = 0; i < p->naliases; i++)
+		if (!strcmp(p->aliases[i].name, name))
+			id = p->aliases[i].id;
+	if (!id && names_classify(name, &id) != NAMES_RECORD_ID)
 		return 0;
 	a = tree_find_action(p, id);
 	if (a) {
@@ -614,15 +640,17 @@ static int detach_action(struct tree *t, struct node *src, struct node *dst)
 	l = local_new(t, p, dst->name, S_IFREG | 0644);
 	if (!l)
 		return -ENOMEM;
-	rc = local_set(t, l, a->content->data, a->content->len);
+	/* The copy is the version the editor read: renaming it back
+	 * unchanged sends nothing, and later saves compare with it. */
+	if (!a->base)
+		a->base = blob_ref(a->content);
+	rc = local_set(t, l, a->base->data, a->base->len);
 	if (rc) {
 		local_unlink(t, p, l);
 		return rc;
 	}
 	l->mtime = a->mtime;
 	l->detached = a->id;
-	blob_unref(a->base);
-	a->base = blob_ref(a->content);
 	a->hidden = 1;
 	return 0;
 }

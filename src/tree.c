@@ -1088,9 +1088,12 @@ static int open_action(struct tree *t, struct node *n, int flags,
 	struct action *a = *tree_find_action(tree_find_project(t, n->pid),
 					     n->aid);
 
-	/* What is read now is what a save will be compared with. */
-	blob_unref(a->base);
-	a->base = blob_ref(a->content);
+	/* What is read now is what a save will be compared with; a file
+	 * opened only to be overwritten hands nothing out. */
+	if ((flags & O_ACCMODE) != O_WRONLY || !a->base) {
+		blob_unref(a->base);
+		a->base = blob_ref(a->content);
+	}
 	h->pid = n->pid;
 	h->aid = n->aid;
 	if ((flags & O_ACCMODE) == O_RDONLY) {
