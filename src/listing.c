@@ -142,8 +142,42 @@ const char *listing_item_name(const cJSON *item)
 }
 
 /*
- * Copies @s into @out with control characters (C0, DEL and C1) as '?',
- * cut to @max bytes at a character boundary.
+ * The length of the valid UTF-8 character at @u, or 0 when it is not one
+ * (a stray or cut sequence, an overlong form, a surrogate, past U+10FFFF).
+ * *cp gets its code point.
+ */
+static size_t utf8_char(const unsigned char *u, long *cp)
+{
+	size_t len;
+	long c;
+
+	if (u[0] < 0x80) {
+		*cp = u[0];
+		return 1;
+	}
+	if (u[0] >= 0xC2 && u[0] <= 0xDF)
+		len = 2, c = u[0] & 0x1F;
+	else if (u[0] >= 0xE0 && u[0] <= 0xEF)
+		len = 3, c = u[0] & 0x0F;
+	else if (u[0] >= 0xF0 && u[0] <= 0xF4)
+		len = 4, c = u[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((u[i] & 0xC0) != 0x80)
+			return 0;
+		c = (c << 6) | (u[i] & 0x3F);
+	}
+	if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
+	    (c >= 0xD800 && c <= 0xDFFF) || c > 0x10FFFF)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+/*
+ * Copies @s into @out with control characters (C0, DEL, C1) and invalid
+ * UTF-8 as '?', cut to @max bytes at a character boundary.
  */
 static size_t copy_clean(char *out, size_t outlen, const char *s, size_t max)
 {
@@ -153,21 +187,18 @@ static size_t copy_clean(char *out, size_t outlen, const char *s, size_t max)
 	if (!outlen)
 		return 0;
 	while (u[i] && n + 1 < outlen && n < max) {
-		size_t clen = 1;
+		long cp = 0;
+		size_t clen = utf8_char(u + i, &cp);
 
-		if (u[i] >= 0xC0)
-			while (clen < 4 && (u[i + clen] & 0xC0) == 0x80)
-				clen++;
+		if (!clen || cp < 0x20 || (cp >= 0x7F && cp < 0xA0)) {
+			out[n++] = '?';
+			i += clen ? clen : 1;
+			continue;
+		}
 		if (n + clen >= outlen || n + clen > max)
 			break;
-		if (u[i] < 0x20 || u[i] == 0x7F ||
-		    (u[i] == 0xC2 && clen == 2 && u[i + 1] < 0xA0) ||
-		    (u[i] >= 0x80 && u[i] < 0xC0)) {
-			out[n++] = '?';
-		} else {
-			memcpy(out + n, u + i, clen);
-			n += clen;
-		}
+		memcpy(out + n, u + i, clen);
+		n += clen;
 		i += clen;
 	}
 	out[n] = '\0';

@@ -109,6 +109,11 @@ static void utf8_encode(long c, size_t len, char *out)
 		out[0] = (char)(0xE0 | (c >> 12));
 		out[1] = (char)(0x80 | ((c >> 6) & 0x3F));
 		out[2] = (char)(0x80 | (c & 0x3F));
+	} else if (len == 4) {
+		out[0] = (char)(0xF0 | (c >> 18));
+		out[1] = (char)(0x80 | ((c >> 12) & 0x3F));
+		out[2] = (char)(0x80 | ((c >> 6) & 0x3F));
+		out[3] = (char)(0x80 | (c & 0x3F));
 	}
 }
 

@@ -95,13 +95,26 @@ static int distance(const char *a, const char *b)
 	return row[lb];
 }
 
+/* @key as it may appear in a message: control characters as '?'. */
+static void clean_key(const char *key, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (; *key && n + 1 < outlen; key++)
+		out[n++] = (unsigned char)*key < 0x20 || *key == 0x7F ? '?' : *key;
+	out[n] = '\0';
+}
+
 static void unknown_field(const char *where, const char *key,
 			  const char *const *known, size_t n, char *why,
 			  size_t whylen)
 {
 	const char *best = NULL;
 	int best_d = 3;
+	char shown[64];
 
+	clean_key(key, shown, sizeof(shown));
+	key = shown;
 	for (size_t i = 0; i < n; i++) {
 		int d = distance(key, known[i]);
 
@@ -281,6 +294,71 @@ static void position(const char *text, size_t off, int *line, int *col)
 	}
 }
 
+static int cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Finds a key given twice in one object, at any depth: which copy would
+ * count is not obvious to a reader, and jq shows only the last.
+ */
+static const char *duplicate_key(const cJSON *v, int depth)
+{
+	static const char none[] = "";
+	const char **keys;
+	const char *dup = NULL;
+	size_t n = 0, i = 0;
+	const cJSON *it;
+
+	if (depth > 64)
+		return NULL;
+	for (it = v->child; it; it = it->next) {
+		n++;
+		if (cJSON_IsObject(it) || cJSON_IsArray(it)) {
+			dup = duplicate_key(it, depth + 1);
+			if (dup)
+				return dup;
+		}
+	}
+	if (!cJSON_IsObject(v) || n < 2)
+		return NULL;
+	keys = malloc(n * sizeof(*keys));
+	if (!keys)
+		return none;
+	for (it = v->child; it; it = it->next)
+		keys[i++] = it->string ? it->string : "";
+	qsort(keys, n, sizeof(*keys), cmp_keys);
+	for (i = 1; i < n && !dup; i++)
+		if (!strcmp(keys[i - 1], keys[i]))
+			dup = keys[i];
+	free(keys);
+	return dup;
+}
+
+/*
+ * cJSON ends a string at an escaped NUL, which would change a key or a
+ * value silently. Returns the offset of the first "\u0000", or -1.
+ */
+static long escaped_nul(const char *text, size_t len)
+{
+	int in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (!in_str) {
+			in_str = text[i] == '"';
+		} else if (text[i] == '"') {
+			in_str = 0;
+		} else if (text[i] == '\\' && i + 1 < len) {
+			if (text[i + 1] == 'u' && i + 5 < len &&
+			    !strncmp(text + i + 2, "0000", 4))
+				return (long)i;
+			i++;
+		}
+	}
+	return -1;
+}
+
 cJSON *action_parse(const char *text, size_t len, const cJSON *base,
 		    char *why, size_t whylen)
 {
@@ -321,6 +399,30 @@ cJSON *action_parse(const char *text, size_t len, const cJSON *base,
 	if (!cJSON_IsObject(obj)) {
 		snprintf(why, whylen, "an action file holds one JSON object");
 		goto bad;
+	}
+	{
+		long nul = escaped_nul(text, len);
+		const char *dup;
+
+		if (nul >= 0) {
+			int line, col;
+
+			position(text, (size_t)nul, &line, &col);
+			snprintf(why, whylen,
+				 "line %d, column %d: \\u0000 (NUL) is not "
+				 "allowed in a string",
+				 line, col);
+			goto bad;
+		}
+		dup = duplicate_key(obj, 0);
+		if (dup) {
+			char shown[64];
+
+			clean_key(dup, shown, sizeof(shown));
+			snprintf(why, whylen, "field '%s' is given twice",
+				 shown);
+			goto bad;
+		}
 	}
 	cJSON_ArrayForEach(f, obj)
 	{
@@ -383,6 +485,19 @@ static cJSON *steps_without_computed(const cJSON *steps)
 	return copy;
 }
 
+/* Equal as jq shows them: rendered bytes, so duplicate keys count once. */
+static int same_json(const cJSON *a, const cJSON *b)
+{
+	size_t la, lb;
+	char *ra = action_render(a, &la);
+	char *rb = action_render(b, &lb);
+	int same = ra && rb && la == lb && !memcmp(ra, rb, la);
+
+	free(ra);
+	free(rb);
+	return same;
+}
+
 static int same_value(const char *field, const cJSON *a, const cJSON *b)
 {
 	cJSON *sa, *sb;
@@ -391,10 +506,10 @@ static int same_value(const char *field, const cJSON *a, const cJSON *b)
 	if (!a || !b)
 		return a == b;
 	if (strcmp(field, "steps"))
-		return cJSON_Compare(a, b, 1);
+		return same_json(a, b);
 	sa = steps_without_computed(a);
 	sb = steps_without_computed(b);
-	same = cJSON_Compare(sa, sb, 1);
+	same = same_json(sa, sb);
 	cJSON_Delete(sa);
 	cJSON_Delete(sb);
 	return same;
