@@ -14,6 +14,8 @@
 
 #define NAME_MAX_LEN 400
 #define SLACK_MAX_LEN 1200
+/* Deepest nesting accepted in an action file. */
+#define MAX_FILE_DEPTH 128
 
 enum ftype { F_STR, F_STR_NULL, F_BOOL, F_TAGS, F_STEPS, F_ANY };
 
@@ -311,7 +313,7 @@ static const char *duplicate_key(const cJSON *v, int depth)
 	size_t n = 0, i = 0;
 	const cJSON *it;
 
-	if (depth > 64)
+	if (depth > MAX_FILE_DEPTH + 1)
 		return NULL;
 	for (it = v->child; it; it = it->next) {
 		n++;
@@ -359,42 +361,273 @@ static long escaped_nul(const char *text, size_t len)
 	return -1;
 }
 
+/*
+ * A strict JSON syntax check, so that the first error is reported where
+ * it is (cJSON's error position can be a character off) and so that what
+ * jq refuses is refused here too: raw control characters in strings,
+ * leading junk. Returns the offset of the first error, or -1; *what says
+ * what was expected there.
+ */
+
+
+struct scan {
+	const char *s;
+	size_t len, at;
+	const char *what;
+};
+
+static void skip_ws(struct scan *sc)
+{
+	while (sc->at < sc->len &&
+	       (sc->s[sc->at] == ' ' || sc->s[sc->at] == '\t' ||
+		sc->s[sc->at] == '\n' || sc->s[sc->at] == '\r'))
+		sc->at++;
+}
+
+static int is_hex(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+	       (c >= 'A' && c <= 'F');
+}
+
+/* The value of four hex digits at @at, or -1. */
+static long hex4(const struct scan *sc, size_t at)
+{
+	long v = 0;
+
+	for (size_t i = at; i < at + 4; i++) {
+		char c = i < sc->len ? sc->s[i] : 0;
+
+		if (!is_hex(c))
+			return -1;
+		v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+static int scan_string(struct scan *sc)
+{
+	sc->at++; /* the opening quote */
+	while (sc->at < sc->len) {
+		unsigned char c = (unsigned char)sc->s[sc->at];
+
+		if (c == '"') {
+			sc->at++;
+			return 0;
+		}
+		if (c < 0x20) {
+			sc->what = "a control character in a string: escape "
+				   "it (\\n, \\t, \\u0001)";
+			return -1;
+		}
+		if (c == '\\') {
+			char e = sc->at + 1 < sc->len ? sc->s[sc->at + 1] : 0;
+
+			if (e == 'u') {
+				long cp = hex4(sc, sc->at + 2);
+
+				if (cp < 0) {
+					sc->what = "expected a \\uXXXX escape";
+					return -1;
+				}
+				/* A surrogate must come in a pair. */
+				if (cp >= 0xDC00 && cp <= 0xDFFF) {
+					sc->what = "expected a character, not half a pair";
+					return -1;
+				}
+				if (cp >= 0xD800 && cp <= 0xDBFF) {
+					long lo = sc->at + 7 < sc->len &&
+							  sc->s[sc->at + 6] == '\\' &&
+							  sc->s[sc->at + 7] == 'u'
+						  ? hex4(sc, sc->at + 8)
+						  : -1;
+
+					if (lo < 0xDC00 || lo > 0xDFFF) {
+						sc->what = "expected a character, not half a pair";
+						return -1;
+					}
+					sc->at += 6;
+				}
+				sc->at += 6;
+				continue;
+			}
+			if (!e || !strchr("\"\\/bfnrt", e)) {
+				sc->what = "expected a valid escape";
+				return -1;
+			}
+			sc->at += 2;
+			continue;
+		}
+		sc->at++;
+	}
+	sc->what = "expected the end of the string";
+	return -1;
+}
+
+static int scan_digits(struct scan *sc)
+{
+	size_t start = sc->at;
+
+	while (sc->at < sc->len && sc->s[sc->at] >= '0' && sc->s[sc->at] <= '9')
+		sc->at++;
+	return sc->at > start ? 0 : -1;
+}
+
+static int scan_number(struct scan *sc)
+{
+	size_t start = sc->at;
+
+	if (sc->s[sc->at] == '-')
+		sc->at++;
+	if (sc->at < sc->len && sc->s[sc->at] == '0')
+		sc->at++;
+	else if (scan_digits(sc))
+		goto bad;
+	if (sc->at < sc->len && sc->s[sc->at] == '.') {
+		sc->at++;
+		if (scan_digits(sc))
+			goto bad;
+	}
+	if (sc->at < sc->len && (sc->s[sc->at] == 'e' || sc->s[sc->at] == 'E')) {
+		sc->at++;
+		if (sc->at < sc->len &&
+		    (sc->s[sc->at] == '+' || sc->s[sc->at] == '-'))
+			sc->at++;
+		if (scan_digits(sc))
+			goto bad;
+	}
+	return 0;
+bad:
+	sc->at = start; /* the number, not the character, is wrong */
+	sc->what = "expected a number";
+	return -1;
+}
+
+static int scan_value(struct scan *sc, int depth);
+
+static int scan_container(struct scan *sc, int depth)
+{
+	char close = sc->s[sc->at] == '{' ? '}' : ']';
+
+	if (depth > MAX_FILE_DEPTH) {
+		sc->what = "expected less nesting";
+		return -1;
+	}
+	sc->at++;
+	skip_ws(sc);
+	if (sc->at < sc->len && sc->s[sc->at] == close) {
+		sc->at++;
+		return 0;
+	}
+	for (;;) {
+		skip_ws(sc);
+		if (close == '}') {
+			if (sc->at >= sc->len || sc->s[sc->at] != '"') {
+				sc->what = "expected a field name in double quotes";
+				return -1;
+			}
+			if (scan_string(sc))
+				return -1;
+			skip_ws(sc);
+			if (sc->at >= sc->len || sc->s[sc->at] != ':') {
+				sc->what = "expected ':'";
+				return -1;
+			}
+			sc->at++;
+		}
+		if (scan_value(sc, depth + 1))
+			return -1;
+		skip_ws(sc);
+		if (sc->at < sc->len && sc->s[sc->at] == ',') {
+			sc->at++;
+			continue;
+		}
+		if (sc->at < sc->len && sc->s[sc->at] == close) {
+			sc->at++;
+			return 0;
+		}
+		sc->what = close == '}' ? "',' or '}'" : "',' or ']'";
+		return -1;
+	}
+}
+
+static int scan_value(struct scan *sc, int depth)
+{
+	static const char *const words[] = {"true", "false", "null"};
+
+	skip_ws(sc);
+	if (sc->at >= sc->len) {
+		sc->what = "expected a value";
+		return -1;
+	}
+	switch (sc->s[sc->at]) {
+	case '{':
+	case '[':
+		return scan_container(sc, depth);
+	case '"':
+		return scan_string(sc);
+	case '-':
+	case '0': case '1': case '2': case '3': case '4':
+	case '5': case '6': case '7': case '8': case '9':
+		return scan_number(sc);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		size_t n = strlen(words[i]);
+
+		if (sc->len - sc->at >= n && !memcmp(sc->s + sc->at, words[i], n)) {
+			sc->at += n;
+			return 0;
+		}
+	}
+	sc->what = "expected a value";
+	return -1;
+}
+
+static long json_error(const char *text, size_t len, const char **what)
+{
+	struct scan sc = {text, len, 0, NULL};
+
+	if (!scan_value(&sc, 0)) {
+		skip_ws(&sc);
+		if (sc.at == len)
+			return -1;
+		sc.what = "text after the end of the object";
+	}
+	*what = sc.what;
+	return (long)sc.at;
+}
+
 cJSON *action_parse(const char *text, size_t len, const cJSON *base,
 		    char *why, size_t whylen)
 {
 	static const char *known[sizeof(fields) / sizeof(fields[0])];
-	const char *end = NULL;
 	const cJSON *f;
 	cJSON *obj;
 
 	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 		known[i] = fields[i].name;
-	obj = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-	if (!obj) {
-		int line, col;
-		size_t off = end && end >= text ? (size_t)(end - text) : 0;
+	{
+		const char *what = NULL;
+		long off = json_error(text, len, &what);
 
-		if (off > len)
-			off = len;
-		position(text, off, &line, &col);
-		snprintf(why, whylen, "invalid JSON at line %d, column %d",
-			 line, col);
-		return NULL;
-	}
-	/* Only white space may follow the object. */
-	for (size_t i = (size_t)(end - text); i < len; i++) {
-		if (text[i] != ' ' && text[i] != '\n' && text[i] != '\t' &&
-		    text[i] != '\r') {
+		if (off >= 0) {
 			int line, col;
 
-			position(text, i, &line, &col);
+			/* An error at the very end is shown at the end of the
+			 * last line, not on a line that does not exist. */
+			if ((size_t)off == len && off > 0 && text[off - 1] == '\n')
+				off--;
+			position(text, (size_t)off, &line, &col);
 			snprintf(why, whylen,
-				 "invalid JSON at line %d, column %d: text "
-				 "after the end of the object",
-				 line, col);
-			cJSON_Delete(obj);
+				 "invalid JSON at line %d, column %d: %s", line,
+				 col, what);
 			return NULL;
 		}
+	}
+	obj = cJSON_ParseWithLength(text, len);
+	if (!obj) {
+		snprintf(why, whylen, "invalid JSON");
+		return NULL;
 	}
 	if (!cJSON_IsObject(obj)) {
 		snprintf(why, whylen, "an action file holds one JSON object");
