@@ -387,27 +387,29 @@ int main(int argc, char *argv[])
 	int rc = 1;
 
 	if (fuse_opt_parse(&args, &conf, phfs_opts, opt_proc) == -1)
-		return 1;
+		goto out;
 	if (conf.show_help) {
 		usage(argv[0]);
 		printf("FUSE options:\n");
 		fuse_lib_help(&args);
-		return 0;
+		rc = 0;
+		goto out;
 	}
 	if (conf.show_version) {
 		version();
-		return 0;
+		rc = 0;
+		goto out;
 	}
 	if (conf.key_given) {
 		fprintf(stderr,
 			"phfs: the key is never taken from the command line "
 			"(it would show in ps and shell history); set "
 			"$POSTHOG_PERSONAL_API_KEY or use -o key_file=PATH\n");
-		return 1;
+		goto out;
 	}
 	if (conf.nargs == 0) {
 		fprintf(stderr, "phfs: missing MOUNTPOINT (see phfs -h)\n");
-		return 1;
+		goto out;
 	}
 	mnt = conf.args[conf.nargs - 1];
 	host = conf.nargs == 2 ? conf.args[0] : getenv("POSTHOG_HOST");
