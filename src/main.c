@@ -419,7 +419,7 @@ int main(int argc, char *argv[])
 		goto out;
 	base = base_url(host);
 	if (!base)
-		return 1;
+		goto out;
 	if (conf.key_file)
 		key = read_key_file(conf.key_file);
 	else if (getenv("POSTHOG_PERSONAL_API_KEY"))

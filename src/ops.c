@@ -7,6 +7,7 @@
 #include "ops.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,23 +72,64 @@ static int fill_one(void *arg, const char *name, const struct stat *st)
 	return c->filler(c->buf, name, st, 0, 0);
 }
 
-/* With nullpath_ok, readdir gets no path: the directory's handle
- * carries it. */
+/*
+ * With nullpath_ok, readdir gets no path: the directory's handle carries
+ * it. Open handles are chained so that those the kernel never released
+ * (an unmount while a release was queued) are freed at the end.
+ */
+struct dir_handle {
+	struct dir_handle *prev, *next;
+	char path[];
+};
+
+static pthread_mutex_t dirs_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct dir_handle *dirs;
+
 static int op_opendir(const char *path, struct fuse_file_info *fi)
 {
-	char *copy = strdup(path);
+	struct dir_handle *d = malloc(sizeof(*d) + strlen(path) + 1);
 
-	if (!copy)
+	if (!d)
 		return -ENOMEM;
-	fi->fh = (uint64_t)(uintptr_t)copy;
+	strcpy(d->path, path);
+	pthread_mutex_lock(&dirs_lock);
+	d->prev = NULL;
+	d->next = dirs;
+	if (dirs)
+		dirs->prev = d;
+	dirs = d;
+	pthread_mutex_unlock(&dirs_lock);
+	fi->fh = (uint64_t)(uintptr_t)d;
 	return 0;
+}
+
+static void dir_free(struct dir_handle *d)
+{
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	free(d);
 }
 
 static int op_releasedir(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
-	free((char *)(uintptr_t)fi->fh);
+	pthread_mutex_lock(&dirs_lock);
+	dir_free((struct dir_handle *)(uintptr_t)fi->fh);
+	pthread_mutex_unlock(&dirs_lock);
 	return 0;
+}
+
+static void op_destroy(void *data)
+{
+	(void)data;
+	pthread_mutex_lock(&dirs_lock);
+	while (dirs)
+		dir_free(dirs);
+	pthread_mutex_unlock(&dirs_lock);
 }
 
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
@@ -99,7 +141,8 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 	(void)path;
 	(void)off;
 	(void)flags;
-	return tree_readdir(ctx_tree(), (const char *)(uintptr_t)fi->fh,
+	return tree_readdir(ctx_tree(),
+			    ((struct dir_handle *)(uintptr_t)fi->fh)->path,
 			    fill_one, &c);
 }
 
@@ -268,6 +311,7 @@ static int op_statfs(const char *path, struct statvfs *sv)
 
 const struct fuse_operations ops_table = {
 	.init = op_init,
+	.destroy = op_destroy,
 	.getattr = op_getattr,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
