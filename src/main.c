@@ -440,8 +440,8 @@ int main(int argc, char *argv[])
 	}
 
 	/* Our defaults come first so that the user's -o options win. The
-	 * size of a file can change when it is opened again, so the kernel
-	 * must not trust a cached size. */
+	 * kernel keeps no attributes: a stat right after an open that found
+	 * a new version must show its size (st_size is exact). */
 	fuse_opt_insert_arg(&args, 1, "-oattr_timeout=0");
 	fuse_opt_insert_arg(&args, 1, "-osubtype=phfs");
 	fuse_opt_insert_arg(&args, 1, "-ofsname=phfs");

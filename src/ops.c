@@ -45,6 +45,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->nullpath_ok = 1;
 	cfg->hard_remove = 1;
 	cfg->use_ino = 0;
+	tree_set_attr_timeout(
+		((struct phfs *)fuse_get_context()->private_data)->tree,
+		cfg->attr_timeout);
 	return fuse_get_context()->private_data;
 }
 

@@ -47,6 +47,14 @@ static uint64_t install_answer(struct tree *t, uint64_t pid, cJSON *answer,
 	fresh->base = blob_ref(fresh->content);
 	tree_put_action(p, fresh);
 	set_hidden(p, id, 0);
+	{
+		/* The kernel saw what was written, not the server's answer:
+		 * the next reads must not trust the size it keeps. */
+		struct action **a = tree_find_action(p, id);
+
+		if (a)
+			(*a)->changed = tree_now();
+	}
 	if (fname && strcmp(fname, fresh->fname))
 		tree_alias(p, fname, id);
 	return id;
@@ -345,6 +353,7 @@ int tree_create(struct tree *t, const char *path, mode_t mode, int flags,
 		h->pid = n.pid;
 		h->local = l;
 		snprintf(h->fname, sizeof(h->fname), "%s", path + 1);
+		tree_handle_register(t, h);
 		out->handle = h;
 		out->direct_io = 1;
 	} else {

@@ -255,9 +255,11 @@ static void action_update(struct action *old, struct action *fresh)
 		blob_unref(fresh->content);
 		fresh->content = blob_ref(old->content);
 		fresh->gen = old->gen;
+		fresh->changed = old->changed;
 		fresh->mtime = old->mtime;
 	} else {
 		fresh->gen = old->gen + 1;
+		fresh->changed = tree_now();
 		clock_gettime(CLOCK_REALTIME, &fresh->mtime);
 	}
 }
@@ -700,6 +702,10 @@ void tree_free(struct tree *t)
 	if (!t)
 		return;
 	tree_stop(t);
+	/* Files the kernel never released (an unmount with a release still
+	 * queued): nothing else can reach them now. */
+	while (t->handles)
+		tree_release(t->handles);
 	for (size_t i = 0; i < t->nprojs; i++)
 		project_free(t, t->projs[i]);
 	free(t->projs);
@@ -728,6 +734,13 @@ int tree_premount(struct tree *t, struct api_err *e)
 	projects_install(t, fresh, n);
 	pthread_mutex_unlock(&t->lock);
 	return 0;
+}
+
+void tree_set_attr_timeout(struct tree *t, double seconds)
+{
+	pthread_mutex_lock(&t->lock);
+	t->attr_timeout = seconds;
+	pthread_mutex_unlock(&t->lock);
 }
 
 void tree_call_begin(struct tree *t)
@@ -1068,6 +1081,27 @@ static int refresh_action(struct tree *t, uint64_t pid, uint64_t aid)
 	return 0;
 }
 
+void tree_handle_register(struct tree *t, struct tree_handle *h)
+{
+	h->prev = NULL;
+	h->next = t->handles;
+	if (t->handles)
+		t->handles->prev = h;
+	t->handles = h;
+}
+
+/* Unchains @h. Lock held. */
+static void handle_unregister(struct tree *t, struct tree_handle *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else if (t->handles == h)
+		t->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	h->prev = h->next = NULL;
+}
+
 static struct tree_handle *handle_new(struct tree *t, enum handle_kind kind,
 				      const char *path)
 {
@@ -1098,7 +1132,11 @@ static int open_action(struct tree *t, struct node *n, int flags,
 	h->aid = n->aid;
 	if ((flags & O_ACCMODE) == O_RDONLY) {
 		h->blob = blob_ref(a->content);
-		out->keep_cache = a->kernel_gen == a->gen;
+		/* Changed since the kernel cached it, or so recently that the
+		 * kernel may still hold the old size: read past its cache. */
+		out->direct_io = a->kernel_gen != a->gen ||
+				 tree_now() - a->changed < t->attr_timeout + 1;
+		out->keep_cache = !out->direct_io;
 		a->kernel_gen = a->gen;
 		return 0;
 	}
@@ -1173,10 +1211,15 @@ int tree_open(struct tree *t, const char *path, int flags,
 		}
 		out->direct_io = 1;
 		out->handle = h;
+		pthread_mutex_lock(&t->lock);
+		tree_handle_register(t, h);
+		pthread_mutex_unlock(&t->lock);
 		return 0;
 	default:
 		rc = -EISDIR;
 	}
+	if (!rc)
+		tree_handle_register(t, h);
 	pthread_mutex_unlock(&t->lock);
 	if (rc) {
 		tree_release(h);
@@ -1218,6 +1261,9 @@ void tree_release(struct tree_handle *h)
 {
 	if (!h)
 		return;
+	pthread_mutex_lock(&h->t->lock);
+	handle_unregister(h->t, h);
+	pthread_mutex_unlock(&h->t->lock);
 	if (h->local) {
 		pthread_mutex_lock(&h->t->lock);
 		if (h->local->linked && !h->local->len &&

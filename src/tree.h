@@ -41,6 +41,13 @@ int tree_premount(struct tree *t, struct api_err *e);
 /* Forgets every listing and action so the next access fetches (SIGHUP). */
 void tree_drop_caches(struct tree *t);
 
+/*
+ * How long the kernel trusts attributes (-o attr_timeout): within that
+ * time of a change, a file is read without the page cache, so that a
+ * size the kernel still has from before never cuts the new content.
+ */
+void tree_set_attr_timeout(struct tree *t, double seconds);
+
 /* Starts one filesystem call: its requests share one deadline. */
 void tree_call_begin(struct tree *t);
 

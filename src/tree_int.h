@@ -35,6 +35,7 @@ struct action {
 	struct timespec mtime;    /* created_at, or when a change was seen */
 	unsigned long gen;        /* bumped when the content changes */
 	unsigned long kernel_gen; /* the gen the kernel last cached */
+	double changed;           /* monotonic time of the last change */
 	int hidden; /* renamed away to a scratch name: not listed here */
 };
 
@@ -90,6 +91,9 @@ struct tree {
 	size_t local_bytes; /* held by every local file */
 	size_t prefetching; /* prefetch workers still running */
 	int stopping;       /* unmounting: start no more work */
+	double attr_timeout; /* the kernel's, see tree_set_attr_timeout */
+	struct tree_handle *handles; /* open files, freed at unmount if the
+				      * kernel never released them */
 	unsigned long cache_hits, cache_misses, served_stale;
 	unsigned long saves, saves_failed, conflicts;
 };
@@ -102,6 +106,7 @@ enum handle_kind {
 
 struct tree_handle {
 	struct tree *t;
+	struct tree_handle *prev, *next; /* every open handle, in the tree */
 	enum handle_kind kind;
 	struct blob *blob; /* H_READ */
 	uint64_t pid, aid; /* H_ACTION; pid for H_LOCAL too */
@@ -160,6 +165,8 @@ void tree_put_action(struct project *p, struct action *fresh);
 void tree_drop_action(struct project *p, uint64_t id);
 int tree_resolve(struct tree *t, const char *path, struct node *n);
 int tree_refresh_project(struct tree *t, uint64_t pid);
+/* Chains a handle about to be handed to the kernel. Lock held. */
+void tree_handle_register(struct tree *t, struct tree_handle *h);
 void tree_alias(struct project *p, const char *name, uint64_t id);
 
 /* meta.c: the .phfs directory. meta_resolve and meta_readdir run with
