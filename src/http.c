@@ -139,6 +139,11 @@ static CURL *easy_for(struct http *h, struct http_req *r)
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+	/* On a kept-alive connection the server closed, libcurl would send
+	 * the request again by itself; a POST must never go twice without
+	 * the check the caller makes, so it gets a connection of its own. */
+	if (!strcmp(r->method, "POST"))
+		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
 	if (r->body) {
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
@@ -158,7 +163,7 @@ static CURL *easy_for(struct http *h, struct http_req *r)
 static void finish(struct http *h, CURL *e, CURLcode code)
 {
 	struct http_req *r = NULL;
-	long header_bytes = 0;
+	curl_off_t pretransfer = 0;
 
 	curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
@@ -172,10 +177,10 @@ static void finish(struct http *h, CURL *e, CURLcode code)
 				 "response larger than %zu bytes",
 				 h->opts.max_body);
 	}
-	/* Until the request's first byte is written, nothing can have
-	 * reached the server; after that, assume it may have. */
-	curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &header_bytes);
-	r->sent = r->status != 0 || header_bytes > 0;
+	/* Before the connection was ready to send, nothing can have reached
+	 * the server; from then on, assume it may have. */
+	curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+	r->sent = r->status != 0 || pretransfer > 0;
 	curl_multi_remove_handle(h->multi, e);
 	curl_easy_cleanup(e);
 	r->priv_easy = NULL;

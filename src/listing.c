@@ -44,10 +44,90 @@ static size_t json_depth(const char *body, size_t len)
 	return max;
 }
 
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The code unit of a "\\uXXXX" escape at @p (6 bytes), or -1. */
+static long escape_at(const char *p, const char *end)
+{
+	long v = 0;
+
+	if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+		return -1;
+	for (int i = 2; i < 6; i++) {
+		int h = hexval(p[i]);
+
+		if (h < 0)
+			return -1;
+		v = v * 16 + h;
+	}
+	return v;
+}
+
+/*
+ * cJSON refuses a whole body for one lone surrogate escape, and cuts a
+ * string at an escaped NUL. jq shows U+FFFD for the first; the second
+ * cannot live in a C string. Both become "\\ufffd" (the same length),
+ * so one odd field never hides a whole listing. Returns a malloc'ed copy
+ * when something changed, else NULL.
+ */
+static char *soften_escapes(const char *body, size_t len)
+{
+	const char *end = body + len;
+	char *copy = NULL;
+	int in_str = 0;
+
+	for (const char *p = body; p < end; p++) {
+		long u, lo;
+
+		if (!in_str) {
+			in_str = *p == '"';
+			continue;
+		}
+		if (*p == '"') {
+			in_str = 0;
+			continue;
+		}
+		if (*p != '\\')
+			continue;
+		u = escape_at(p, end);
+		if (u < 0) {
+			p++; /* some other escape: skip its character */
+			continue;
+		}
+		if (u >= 0xD800 && u <= 0xDBFF) {
+			lo = escape_at(p + 6, end);
+			if (lo >= 0xDC00 && lo <= 0xDFFF) {
+				p += 11; /* a proper pair */
+				continue;
+			}
+		} else if (u != 0 && (u < 0xDC00 || u > 0xDFFF)) {
+			p += 5;
+			continue;
+		}
+		if (!copy) {
+			copy = malloc(len + 1);
+			if (!copy)
+				return NULL;
+			memcpy(copy, body, len);
+			copy[len] = '\0';
+		}
+		memcpy(copy + (p - body), "\\ufffd", 6);
+		p += 5;
+	}
+	return copy;
+}
+
 cJSON *listing_parse_json(const char *body, size_t len, char *err,
 			  size_t errlen)
 {
 	const char *end = NULL;
+	char *soft = NULL;
 	cJSON *root;
 
 	if (!body || !len) {
@@ -58,24 +138,29 @@ cJSON *listing_parse_json(const char *body, size_t len, char *err,
 		set_err(err, errlen, "response nested too deeply");
 		return NULL;
 	}
+	soft = soften_escapes(body, len);
+	if (soft)
+		body = soft;
 	root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-	if (root) {
+	if (!root) {
+		set_err(err, errlen,
+			body[0] == '<' ? "response is HTML, not JSON"
+				       : "response is not valid JSON");
+	} else {
 		/* Only white space may follow the value. */
 		for (size_t i = (size_t)(end - body); i < len; i++) {
 			if (body[i] != ' ' && body[i] != '\n' &&
 			    body[i] != '\r' && body[i] != '\t') {
 				cJSON_Delete(root);
+				root = NULL;
 				set_err(err, errlen,
 					"response has data after the JSON value");
-				return NULL;
+				break;
 			}
 		}
-		return root;
 	}
-	set_err(err, errlen,
-		body[0] == '<' ? "response is HTML, not JSON"
-			       : "response is not valid JSON");
-	return NULL;
+	free(soft);
+	return root;
 }
 
 int listing_parse(const char *body, size_t len, struct listing_page *page,

@@ -501,11 +501,12 @@ int main(int argc, char *argv[])
 		log_to_syslog();
 	log_notice("mounted %s on %s", base, fopts.mountpoint);
 
-	if (fopts.singlethread) {
-		rc = fuse_loop(fuse) ? 1 : 0;
-	} else {
-		rc = fuse_loop_mt(fuse, fopts.clone_fd) ? 1 : 0;
-	}
+	/* The loop returns the signal that ended it (SIGTERM, SIGINT): a
+	 * clean unmount. Only an error is a failure. */
+	if (fopts.singlethread)
+		rc = fuse_loop(fuse) < 0 ? 1 : 0;
+	else
+		rc = fuse_loop_mt(fuse, fopts.clone_fd) < 0 ? 1 : 0;
 	log_notice("unmounting %s", fopts.mountpoint);
 	tree_stop(ctx.tree);
 	keep_unsaved(ctx.tree);

@@ -53,7 +53,7 @@ static uint64_t install_answer(struct tree *t, uint64_t pid, cJSON *answer,
 		struct action **a = tree_find_action(p, id);
 
 		if (a)
-			(*a)->changed = tree_now();
+			(*a)->changed = (*a)->saved = tree_now();
 	}
 	if (fname && strcmp(fname, fresh->fname))
 		tree_alias(p, fname, id);

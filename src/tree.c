@@ -247,6 +247,7 @@ static void action_update(struct action *old, struct action *fresh)
 {
 	fresh->kernel_gen = old->kernel_gen;
 	fresh->hidden = old->hidden;
+	fresh->saved = old->saved;
 	if (!fresh->base && old->base)
 		fresh->base = blob_ref(old->base);
 	if (old->content->len == fresh->content->len &&
@@ -319,12 +320,20 @@ static struct action **actions_from_list(const cJSON *items, double now,
 
 /* Installs a fresh listing into @p. Caller holds the lock. */
 static void project_install(struct project *p, struct action **fresh,
-			    size_t n, double now)
+			    size_t n, double now, double asked)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct action **old = tree_find_action(p, fresh[i]->id);
 
-		if (old) {
+		if (old && (*old)->saved > asked) {
+			/* Saved after this listing was asked for: the answer
+			 * is older than what we have. Swap, so the answer's
+			 * copy is freed with the old array. */
+			struct action *kept = *old;
+
+			*old = fresh[i];
+			fresh[i] = kept;
+		} else if (old) {
 			action_update(*old, fresh[i]);
 		} else if (p->listed) {
 			/* New since the last listing: its mtime is now. */
@@ -402,7 +411,7 @@ int tree_refresh_project(struct tree *t, uint64_t pid)
 	cJSON *items = NULL;
 	size_t n = 0;
 	char where[NAMES_FILE_MAX + 8];
-	double now;
+	double now, asked;
 	int rc;
 
 	for (;;) {
@@ -420,6 +429,7 @@ int tree_refresh_project(struct tree *t, uint64_t pid)
 	}
 	t->cache_misses++;
 	p->refreshing = 1;
+	asked = tree_now();
 	snprintf(where, sizeof(where), "%s/", p->dname);
 	pthread_mutex_unlock(&t->lock);
 
@@ -434,7 +444,7 @@ int tree_refresh_project(struct tree *t, uint64_t pid)
 	if (p) {
 		p->refreshing = 0;
 		if (!rc) {
-			project_install(p, fresh, n, tree_now());
+			project_install(p, fresh, n, tree_now(), asked);
 			fresh = NULL;
 		} else if (p->listed && e.err == EIO) {
 			/* Unreachable: keep serving what we have, and do
@@ -1030,6 +1040,7 @@ static int refresh_action(struct tree *t, uint64_t pid, uint64_t aid)
 	struct api_err e = {0};
 	char fname[NAMES_FILE_MAX];
 	cJSON *item = NULL;
+	double asked;
 	int rc, deleted = 0;
 
 	if (fresh_enough(t, (*slot)->fetched, tree_now())) {
@@ -1038,6 +1049,7 @@ static int refresh_action(struct tree *t, uint64_t pid, uint64_t aid)
 	}
 	t->cache_misses++;
 	snprintf(fname, sizeof(fname), "%s", (*slot)->fname);
+	asked = tree_now();
 	pthread_mutex_unlock(&t->lock);
 
 	rc = api_get_action(t->api, pid, aid, &item, &e);
@@ -1076,6 +1088,10 @@ static int refresh_action(struct tree *t, uint64_t pid, uint64_t aid)
 	if (rc) {
 		log_error("%s/%s: %s", p->dname, fname, e.msg);
 		return rc;
+	}
+	if ((*slot)->saved > asked) {
+		action_free(fresh); /* older than our own save meanwhile */
+		return 0;
 	}
 	tree_put_action(p, fresh);
 	return 0;
@@ -1136,7 +1152,9 @@ static int open_action(struct tree *t, struct node *n, int flags,
 		 * kernel may still hold the old size: read past its cache. */
 		out->direct_io = a->kernel_gen != a->gen ||
 				 tree_now() - a->changed < t->attr_timeout + 1;
-		out->keep_cache = !out->direct_io;
+		/* Pages another handle cached may be of another version: the
+		 * kernel drops them at every open (reads cost no request). */
+		out->keep_cache = 0;
 		a->kernel_gen = a->gen;
 		return 0;
 	}

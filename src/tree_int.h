@@ -36,6 +36,7 @@ struct action {
 	unsigned long gen;        /* bumped when the content changes */
 	unsigned long kernel_gen; /* the gen the kernel last cached */
 	double changed;           /* monotonic time of the last change */
+	double saved;             /* monotonic time of our last save of it */
 	int hidden; /* renamed away to a scratch name: not listed here */
 };
 
