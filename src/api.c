@@ -598,18 +598,27 @@ static int expect_action(cJSON **answer, const char *path, uint64_t want,
 	return -EIO;
 }
 
-int api_patch_action(struct api *a, uint64_t project, uint64_t id,
-		     const cJSON *body, cJSON **out, struct api_err *e)
+/* @body as the bytes of a request; NULL with @e filled when out of memory. */
+static char *body_text(const cJSON *body, struct api_err *e)
 {
-	char path[128];
 	char *text = cJSON_PrintUnformatted(body);
-	int rc;
 
 	if (!text) {
 		e->err = ENOMEM;
 		snprintf(e->msg, sizeof(e->msg), "out of memory");
-		return -ENOMEM;
 	}
+	return text;
+}
+
+int api_patch_action(struct api *a, uint64_t project, uint64_t id,
+		     const cJSON *body, cJSON **out, struct api_err *e)
+{
+	char path[128];
+	char *text = body_text(body, e);
+	int rc;
+
+	if (!text)
+		return -ENOMEM;
 	snprintf(path, sizeof(path), "/api/projects/%llu/actions/%llu/",
 		 (unsigned long long)project, (unsigned long long)id);
 	rc = request_json(a, "PATCH", path, text, op_deadline(a), out,
@@ -660,14 +669,11 @@ int api_create_action(struct api *a, uint64_t project, const cJSON *body,
 	const char *name =
 		cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(body, "name"));
 	char path[96];
-	char *text = cJSON_PrintUnformatted(body);
+	char *text = body_text(body, e);
 	int rc;
 
-	if (!text) {
-		e->err = ENOMEM;
-		snprintf(e->msg, sizeof(e->msg), "out of memory");
+	if (!text)
 		return -ENOMEM;
-	}
 	snprintf(path, sizeof(path), "/api/projects/%llu/actions/",
 		 (unsigned long long)project);
 	for (int attempt = 0;; attempt++) {
