@@ -727,10 +727,15 @@ class FakePostHog:
         self.stall_release.set()
         self.stall_release = threading.Event()
 
-    def record(self, entry):
+    def next_seq(self):
+        """Requests are numbered as they arrive (the log is read in that order,
+        whenever each was answered)."""
         with self.lock:
             self.seq += 1
-            entry["seq"] = self.seq
+            return self.seq
+
+    def record(self, entry):
+        with self.lock:
             self.log.append(entry)
 
     def take_fault(self, method, path, chaos_ok=True):
@@ -931,7 +936,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.inflight += 1
             inflight = self.state.inflight
-        entry = {"seq": 0, "method": self.command, "path": path,
+        entry = {"seq": self.state.next_seq(), "method": self.command, "path": path,
                  "query": KEY_IN_TEXT.sub(r"\1REDACTED", query),
                  "status": 0, "body": None, "raw_body": None, "auth": auth,
                  "key": key["index"] if key else None, "time": time.time(),
@@ -1268,7 +1273,8 @@ class Handler(BaseHTTPRequestHandler):
 def c_log(st, body, q):
     since = int(query_get(q, "since") or 0)
     with st.lock:
-        return {"requests": [e for e in st.log if e["seq"] > since]}
+        entries = [e for e in st.log if e["seq"] > since]
+    return {"requests": sorted(entries, key=lambda e: e["seq"])}
 
 
 def c_log_clear(st, body, q):
