@@ -53,11 +53,6 @@ void api_call_begin(struct api *a)
 	call_deadline = now_mono() + a->timeout;
 }
 
-void api_call_end(void)
-{
-	call_deadline = 0;
-}
-
 /* When a request made now must be done: -o timeout from now, and never
  * past the deadline of the filesystem call it serves. */
 static double op_deadline(struct api *a)

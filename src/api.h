@@ -42,11 +42,10 @@ void api_suspend(struct api *a);
 void api_stats(struct api *a, struct api_stats *out);
 
 /*
- * Brackets one filesystem call on this thread: every request made until
- * api_call_end() shares one deadline, -o timeout from now.
+ * Starts one filesystem call on this thread: every request made until
+ * the next call shares one deadline, -o timeout from now.
  */
 void api_call_begin(struct api *a);
-void api_call_end(void);
 
 /*
  * Every project the key can see: an array of project objects (caller

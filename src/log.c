@@ -41,11 +41,6 @@ void log_to_syslog(void)
 	use_syslog = 1;
 }
 
-int log_debug_enabled(void)
-{
-	return debug_on;
-}
-
 void log_mask(const char *key, char *out)
 {
 	size_t n = key ? strlen(key) : 0;

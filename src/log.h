@@ -28,7 +28,6 @@ void log_init(int debug);
 void log_to_syslog(void);
 /* Registers the secret to redact; copies it. */
 void log_set_secret(const char *secret);
-int log_debug_enabled(void);
 
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
