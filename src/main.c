@@ -384,6 +384,7 @@ int main(int argc, char *argv[])
 	struct fuse *fuse = NULL;
 	const char *host, *mnt;
 	char *base = NULL, *key = NULL;
+	char attr_opt[64];
 	int rc = 1;
 
 	if (fuse_opt_parse(&args, &conf, phfs_opts, opt_proc) == -1)
@@ -439,15 +440,20 @@ int main(int argc, char *argv[])
 			goto out;
 	}
 
-	/* Our defaults come first so that the user's -o options win. The
-	 * kernel keeps no attributes: a stat right after an open that found
-	 * a new version must show its size (st_size is exact). */
-	fuse_opt_insert_arg(&args, 1, "-oattr_timeout=0");
+	/* Our defaults come first so that the user's -o options win. */
 	fuse_opt_insert_arg(&args, 1, "-osubtype=phfs");
 	fuse_opt_insert_arg(&args, 1, "-ofsname=phfs");
 	fuse_opt_add_arg(&args, mnt);
 	if (fuse_parse_cmdline(&args, &fopts) != 0)
 		goto out;
+	/* The kernel keeps attributes a second at most, never past ttl; each
+	 * change phfs sees is pushed to it at once. That push could wait on
+	 * a read only the one thread of -s would answer: there it keeps
+	 * none. */
+	ctx.kernel_notify = !fopts.singlethread;
+	snprintf(attr_opt, sizeof(attr_opt), "-oattr_timeout=%g",
+		 ctx.kernel_notify ? (conf.ttl < 1 ? conf.ttl : 1) : 0);
+	fuse_opt_insert_arg(&args, 1, attr_opt);
 
 	log_init(fopts.debug);
 	log_set_secret(key);

@@ -17,7 +17,7 @@
 static char *stats_text(struct tree *t, size_t *len)
 {
 	struct api_stats s;
-	unsigned long hits, misses, stale, saves, failed, conflicts;
+	unsigned long hits, misses, stale, saves, failed, conflicts, reads;
 	unsigned long projs = 0, acts = 0, locals = 0;
 	char *out = NULL;
 	int n;
@@ -30,6 +30,7 @@ static char *stats_text(struct tree *t, size_t *len)
 	saves = t->saves;
 	failed = t->saves_failed;
 	conflicts = t->conflicts;
+	reads = t->reads_served;
 	projs = t->nprojs;
 	for (size_t i = 0; i < t->nprojs; i++) {
 		acts += t->projs[i]->nacts;
@@ -44,11 +45,11 @@ static char *stats_text(struct tree *t, size_t *len)
 		     "retries %lu\nfailures %lu\ncache_hits %lu\n"
 		     "cache_misses %lu\nserved_stale %lu\nsaves %lu\n"
 		     "saves_failed %lu\nconflicts %lu\nprojects %lu\n"
-		     "actions_cached %lu\nlocal_files %lu\n",
+		     "actions_cached %lu\nlocal_files %lu\nreads_served %lu\n",
 		     s.get + s.post + s.patch + s.put + s.del, s.get, s.post,
 		     s.patch, s.put, s.del, s.retries, s.failures, hits,
 		     misses, stale, saves, failed, conflicts, projs, acts,
-		     locals);
+		     locals, reads);
 	if (n < 0)
 		return NULL;
 	*len = (size_t)n;
@@ -94,7 +95,7 @@ int meta_resolve(struct tree *t, const char *rest, struct node *n)
 	return 0;
 }
 
-int meta_readdir(struct tree *t, const struct node *n, struct dir_copy *d)
+int meta_readdir(struct tree *t, const struct node *n, struct tree_dir *d)
 {
 	struct stat f;
 	char name[NAMES_FILE_MAX + 8];

@@ -7,8 +7,10 @@
 #include "ops.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +35,19 @@ static struct tree *ctx_tree(void)
 	return t;
 }
 
+/*
+ * The kernel forgets the attributes and pages it holds of @path: a save
+ * or an open found content other than what it cached. Called after the
+ * tree call, with no tree lock held.
+ */
+static void kernel_forget(const char *path)
+{
+	struct phfs *ph = fuse_get_context()->private_data;
+
+	if (path && ph->kernel_notify)
+		fuse_invalidate_path(fuse_get_context()->fuse, path);
+}
+
 static struct tree_handle *fh(const struct fuse_file_info *fi)
 {
 	return (struct tree_handle *)(uintptr_t)fi->fh;
@@ -40,15 +55,15 @@ static struct tree_handle *fh(const struct fuse_file_info *fi)
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
+	struct phfs *ph = fuse_get_context()->private_data;
+
 	(void)conn;
 	/* State is keyed by handle: an open file may lose its name. */
 	cfg->nullpath_ok = 1;
 	cfg->hard_remove = 1;
 	cfg->use_ino = 0;
-	tree_set_attr_timeout(
-		((struct phfs *)fuse_get_context()->private_data)->tree,
-		cfg->attr_timeout);
-	return fuse_get_context()->private_data;
+	tree_set_kernel_cache(ph->tree, cfg->attr_timeout, ph->kernel_notify);
+	return ph;
 }
 
 static int op_getattr(const char *path, struct stat *st,
@@ -63,25 +78,15 @@ static int op_getattr(const char *path, struct stat *st,
 	return tree_getattr(t, path, st);
 }
 
-struct fill_ctx {
-	void *buf;
-	fuse_fill_dir_t filler;
-};
-
-static int fill_one(void *arg, const char *name, const struct stat *st)
-{
-	struct fill_ctx *c = arg;
-
-	return c->filler(c->buf, name, st, 0, 0);
-}
-
 /*
  * With nullpath_ok, readdir gets no path: the directory's handle carries
- * it. Open handles are chained so that those the kernel never released
- * (an unmount while a release was queued) are freed at the end.
+ * it, and the entries read from offset 0 for the calls that follow. Open
+ * handles are chained so that those the kernel never released (an
+ * unmount while a release was queued) are freed at the end.
  */
 struct dir_handle {
 	struct dir_handle *prev, *next;
+	struct tree_dir *entries;
 	char path[];
 };
 
@@ -95,6 +100,7 @@ static int op_opendir(const char *path, struct fuse_file_info *fi)
 	if (!d)
 		return -ENOMEM;
 	strcpy(d->path, path);
+	d->entries = NULL;
 	pthread_mutex_lock(&dirs_lock);
 	d->prev = NULL;
 	d->next = dirs;
@@ -114,6 +120,7 @@ static void dir_free(struct dir_handle *d)
 		dirs = d->next;
 	if (d->next)
 		d->next->prev = d->prev;
+	tree_dir_free(d->entries);
 	free(d);
 }
 
@@ -139,14 +146,38 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		      off_t off, struct fuse_file_info *fi,
 		      enum fuse_readdir_flags flags)
 {
-	struct fill_ctx c = {buf, filler};
+	struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct tree *t = ctx_tree();
+	struct stat dot = {.st_mode = S_IFDIR | 0755};
+	enum fuse_fill_dir_flags plus = 0;
+	size_t i, n;
+	int rc = 0;
 
 	(void)path;
-	(void)off;
-	(void)flags;
-	return tree_readdir(ctx_tree(),
-			    ((struct dir_handle *)(uintptr_t)fi->fh)->path,
-			    fill_one, &c);
+	if (off < 0)
+		return -EINVAL;
+	if (off == 0 || !d->entries) { /* from the start: read it again */
+		tree_dir_free(d->entries);
+		d->entries = tree_readdir(t, d->path, &rc);
+		if (!d->entries)
+			return rc;
+	}
+	/* Exact attributes go with the names: a walk over the directory
+	 * then needs no lookup per file. Entry i is at offset i + 1. */
+	if ((flags & FUSE_READDIR_PLUS) && tree_dir_exact(d->entries))
+		plus = FUSE_FILL_DIR_PLUS;
+	n = tree_dir_count(d->entries) + 2;
+	for (i = (size_t)off; i < n; i++) {
+		if (i < 2 ? filler(buf, i ? ".." : ".", &dot, (off_t)i + 1, 0)
+			  : filler(buf, tree_dir_name(d->entries, i - 2),
+				   tree_dir_stat(d->entries, i - 2),
+				   (off_t)i + 1, plus))
+			break; /* the kernel's buffer is full */
+	}
+	if (plus && i > 2)
+		tree_dir_given(t, d->entries, off > 2 ? (size_t)off - 2 : 0,
+			       i - 2);
+	return 0;
 }
 
 static void set_open_result(struct fuse_file_info *fi,
@@ -155,6 +186,8 @@ static void set_open_result(struct fuse_file_info *fi,
 	fi->fh = (uint64_t)(uintptr_t)r->handle;
 	fi->keep_cache = r->keep_cache;
 	fi->direct_io = r->direct_io;
+	/* A handle opened to read never saves: no flush at close. */
+	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY;
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)
@@ -162,8 +195,11 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 	struct tree_open_result r;
 	int rc = tree_open(ctx_tree(), path, fi->flags, &r);
 
-	if (!rc)
+	if (!rc) {
 		set_open_result(fi, &r);
+		if (r.invalidate)
+			kernel_forget(path);
+	}
 	return rc;
 }
 
@@ -192,19 +228,35 @@ static int op_write(const char *path, const char *buf, size_t size,
 	return (int)tree_write(fh(fi), buf, size, off);
 }
 
+/* A save leaves the server's answer, not what was written: the kernel
+ * forgets the size it has (a stat while the file was open may have
+ * cached the one before). With nullpath_ok these calls get no path: the
+ * handle has the one it was opened by. */
+static int flush_and_forget(struct fuse_file_info *fi)
+{
+	char path[4096];
+	int rc;
+
+	ctx_tree();
+	rc = tree_flush(fh(fi));
+	if (tree_call_saved() &&
+	    snprintf(path, sizeof(path), "/%s", tree_handle_name(fh(fi))) <
+		    (int)sizeof(path))
+		kernel_forget(path);
+	return rc;
+}
+
 static int op_flush(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
-	ctx_tree();
-	return tree_flush(fh(fi));
+	return flush_and_forget(fi);
 }
 
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	(void)path;
 	(void)datasync;
-	ctx_tree();
-	return tree_flush(fh(fi));
+	return flush_and_forget(fi);
 }
 
 static int op_fsyncdir(const char *path, int datasync,
@@ -227,10 +279,15 @@ static int op_truncate(const char *path, off_t size,
 		       struct fuse_file_info *fi)
 {
 	struct tree *t = ctx_tree();
+	int rc;
 
 	if (fi && fi->fh)
 		return tree_ftruncate(fh(fi), size);
-	return path ? tree_truncate(t, path, size) : -EBADF;
+	if (!path)
+		return -EBADF;
+	rc = tree_truncate(t, path, size);
+	kernel_forget(path); /* cut here, saved as the server answered */
+	return rc;
 }
 
 static int op_unlink(const char *path)
@@ -238,9 +295,15 @@ static int op_unlink(const char *path)
 	return tree_unlink(ctx_tree(), path);
 }
 
+/* The file renamed keeps its inode and the size written to it, not the
+ * one the server answered a save with: the kernel forgets it. */
 static int op_rename(const char *from, const char *to, unsigned int flags)
 {
-	return tree_rename(ctx_tree(), from, to, flags);
+	int rc = tree_rename(ctx_tree(), from, to, flags);
+
+	if (!rc)
+		kernel_forget(from);
+	return rc;
 }
 
 /* Projects come from the server: none is made or removed here. */

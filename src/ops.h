@@ -12,6 +12,7 @@
 /* What every operation reaches through fuse_get_context(). */
 struct phfs {
 	struct tree *tree;
+	int kernel_notify; /* multi-threaded: invalidations cannot deadlock */
 };
 
 extern const struct fuse_operations ops_table;

@@ -52,9 +52,12 @@ static uint64_t install_answer(struct tree *t, uint64_t pid, cJSON *answer,
 		 * the next reads must not trust the size it keeps. */
 		struct action **a = tree_find_action(p, id);
 
-		if (a)
+		if (a) {
 			(*a)->changed = (*a)->saved = tree_now();
+			tree_kernel_unknown(*a);
+		}
 	}
+	tree_note_saved(t);
 	if (fname && strcmp(fname, fresh->fname))
 		tree_alias(p, fname, id);
 	return id;
@@ -542,6 +545,7 @@ int tree_truncate(struct tree *t, const char *path, off_t size)
 	if (!rc && n.kind == NODE_LOCAL) {
 		rc = local_truncate(t, n.local, size);
 	} else if (!rc && n.kind == NODE_ACTION) {
+		tree_forget_pages(t, n.pid, n.aid);
 		a = tree_find_action(tree_find_project(t, n.pid), n.aid);
 		/* An empty file is never sent; a cut is a save. */
 		if (size && (size_t)size != (*a)->content->len) {
@@ -759,6 +763,8 @@ static int rename_onto_record(struct tree *t, struct node *src,
 		target->refs++;
 	rc = save_text(t, src->pid, dname, bound, restore, base, text, len,
 		       &id);
+	/* The renamed inode holds the size written, saved or not. */
+	tree_forget_pages(t, src->pid, bound);
 	p = tree_find_project(t, src->pid);
 	if (!rc && p) {
 		if (l->linked)

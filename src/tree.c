@@ -168,6 +168,7 @@ struct action *tree_action_from_json(const cJSON *item)
 		return NULL;
 	}
 	names_action_file(a->id, listing_item_name(item), a->fname);
+	tree_kernel_unknown(a);
 	text = action_render(item, &len);
 	a->content = text ? blob_new(text, len) : NULL;
 	free(text);
@@ -245,7 +246,12 @@ struct project *tree_find_project(struct tree *t, uint64_t id)
  */
 static void action_update(struct action *old, struct action *fresh)
 {
-	fresh->kernel_gen = old->kernel_gen;
+	fresh->attr_gen = old->attr_gen;
+	fresh->attr_path = old->attr_path;
+	fresh->page_gen = old->page_gen;
+	fresh->page_path = old->page_path;
+	fresh->page_opens = old->page_opens;
+	fresh->writers = old->writers;
 	fresh->hidden = old->hidden;
 	fresh->saved = old->saved;
 	if (!fresh->base && old->base)
@@ -746,16 +752,46 @@ int tree_premount(struct tree *t, struct api_err *e)
 	return 0;
 }
 
-void tree_set_attr_timeout(struct tree *t, double seconds)
+void tree_set_kernel_cache(struct tree *t, double attr_timeout, int notify)
 {
 	pthread_mutex_lock(&t->lock);
-	t->attr_timeout = seconds;
+	t->attr_timeout = attr_timeout;
+	t->kernel_notify = notify;
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* Set by a save during the current call of this thread. */
+static __thread int call_saved;
+
 void tree_call_begin(struct tree *t)
 {
+	call_saved = 0;
 	api_call_begin(t->api);
+}
+
+void tree_note_saved(struct tree *t)
+{
+	if (t->kernel_notify)
+		call_saved = 1;
+}
+
+void tree_kernel_unknown(struct action *a)
+{
+	a->attr_gen = a->page_gen = KERNEL_NONE;
+}
+
+void tree_forget_pages(struct tree *t, uint64_t pid, uint64_t aid)
+{
+	struct project *p = tree_find_project(t, pid);
+	struct action **a = p ? tree_find_action(p, aid) : NULL;
+
+	if (a)
+		tree_kernel_unknown(*a);
+}
+
+int tree_call_saved(void)
+{
+	return call_saved;
 }
 
 void tree_drop_caches(struct tree *t)
@@ -888,6 +924,28 @@ static void fill_local_stat(struct tree *t, struct stat *st,
 		st->st_mode &= ~0222;
 }
 
+/* FNV-1a of a path without its leading '/': which name (inode) of an
+ * action the kernel holds something of. */
+static uint64_t path_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	if (*s == '/')
+		s++;
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 0x100000001b3ULL;
+	return h;
+}
+
+/* The path_hash of "<project dir>/<name>". */
+static uint64_t dir_entry_hash(const struct project *p, const char *name)
+{
+	char path[NAMES_FILE_MAX * 4];
+
+	snprintf(path, sizeof(path), "%s/%s", p->dname, name);
+	return path_hash(path);
+}
+
 int tree_getattr(struct tree *t, const char *path, struct stat *st)
 {
 	struct node n;
@@ -909,6 +967,8 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 	case NODE_ACTION:
 		a = tree_find_action(tree_find_project(t, n.pid), n.aid);
 		tree_fill_stat(t, st, 0, (off_t)(*a)->content->len, &(*a)->mtime);
+		(*a)->attr_gen = (*a)->gen;
+		(*a)->attr_path = path_hash(path);
 		break;
 	case NODE_LOCAL:
 		fill_local_stat(t, st, n.local);
@@ -926,6 +986,31 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 	return 0;
 }
 
+const char *tree_handle_name(const struct tree_handle *h)
+{
+	return h->fname;
+}
+
+/* The action @h reads, if it is still there. Lock held. */
+static struct action *handle_action(struct tree *t,
+				    const struct tree_handle *h)
+{
+	struct project *p = tree_find_project(t, h->pid);
+	struct action **a = p ? tree_find_action(p, h->aid) : NULL;
+
+	return a ? *a : NULL;
+}
+
+/* The size of an older version went to the kernel: its cache of the
+ * action is of no known version. Lock held. */
+static void forget_pages(struct tree *t, const struct tree_handle *h)
+{
+	struct action *a = handle_action(t, h);
+
+	if (a && a->content != h->blob)
+		tree_kernel_unknown(a);
+}
+
 int tree_fgetattr(struct tree_handle *h, struct stat *st)
 {
 	struct tree *t = h->t;
@@ -938,35 +1023,79 @@ int tree_fgetattr(struct tree_handle *h, struct stat *st)
 			  (off_t)(h->kind == H_ACTION ? h->len : h->blob->len),
 			  NULL);
 		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
+		if (h->kind == H_READ && h->aid)
+			forget_pages(t, h);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return 0;
 }
 
-int tree_dir_add(struct dir_copy *d, const char *name, const struct stat *st)
+/* Grows @arr (of @size-byte items) to @cap items; 0 or -ENOMEM. */
+static int grow(void *arr, size_t size, size_t cap)
+{
+	void *p = realloc(*(void **)arr, cap * size);
+
+	if (!p)
+		return -ENOMEM;
+	*(void **)arr = p;
+	return 0;
+}
+
+int tree_dir_add(struct tree_dir *d, const char *name, const struct stat *st)
 {
 	if (d->count == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 64;
-		char **names = realloc(d->names, cap * sizeof(*names));
-		struct stat *stats;
 
-		if (!names)
+		if (grow(&d->names, sizeof(*d->names), cap) ||
+		    grow(&d->stats, sizeof(*d->stats), cap) ||
+		    grow(&d->aids, sizeof(*d->aids), cap) ||
+		    grow(&d->gens, sizeof(*d->gens), cap))
 			return -ENOMEM;
-		d->names = names;
-		stats = realloc(d->stats, cap * sizeof(*stats));
-		if (!stats)
-			return -ENOMEM;
-		d->stats = stats;
 		d->cap = cap;
 	}
 	d->names[d->count] = strdup(name);
 	if (!d->names[d->count])
 		return -ENOMEM;
+	d->aids[d->count] = 0;
+	d->gens[d->count] = 0;
 	d->stats[d->count++] = *st;
 	return 0;
 }
 
-static int copy_project(struct tree *t, struct project *p, struct dir_copy *d)
+size_t tree_dir_count(const struct tree_dir *d)
+{
+	return d->count;
+}
+
+const char *tree_dir_name(const struct tree_dir *d, size_t i)
+{
+	return d->names[i];
+}
+
+const struct stat *tree_dir_stat(const struct tree_dir *d, size_t i)
+{
+	return &d->stats[i];
+}
+
+int tree_dir_exact(const struct tree_dir *d)
+{
+	return d->exact;
+}
+
+void tree_dir_free(struct tree_dir *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->count; i++)
+		free(d->names[i]);
+	free(d->names);
+	free(d->stats);
+	free(d->aids);
+	free(d->gens);
+	free(d);
+}
+
+static int copy_project(struct tree *t, struct project *p, struct tree_dir *d)
 {
 	struct stat st;
 	int rc = 0;
@@ -978,6 +1107,10 @@ static int copy_project(struct tree *t, struct project *p, struct dir_copy *d)
 			continue;
 		tree_fill_stat(t, &st, 0, (off_t)a->content->len, &a->mtime);
 		rc = tree_dir_add(d, a->fname, &st);
+		if (!rc) {
+			d->aids[d->count - 1] = a->id;
+			d->gens[d->count - 1] = a->gen;
+		}
 	}
 	for (struct local *l = p->locals; !rc && l; l = l->next) {
 		fill_local_stat(t, &st, l);
@@ -986,45 +1119,69 @@ static int copy_project(struct tree *t, struct project *p, struct dir_copy *d)
 	return rc;
 }
 
-int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill,
-		 void *ctx)
+struct tree_dir *tree_readdir(struct tree *t, const char *path, int *rc)
 {
-	struct dir_copy d = {0};
+	struct tree_dir *d = calloc(1, sizeof(*d));
 	struct stat st;
 	struct node n;
-	int rc;
 
+	if (!d) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
 	pthread_mutex_lock(&t->lock);
-	rc = tree_resolve(t, path, &n);
-	if (!rc && n.kind == NODE_ROOT)
-		rc = refresh_projects(t);
-	else if (!rc && n.kind == NODE_PROJECT)
-		rc = tree_refresh_project(t, n.pid);
-	else if (!rc && n.kind != NODE_META && n.kind != NODE_META_CSVDIR)
-		rc = -ENOTDIR;
+	*rc = tree_resolve(t, path, &n);
+	if (!*rc && n.kind == NODE_ROOT)
+		*rc = refresh_projects(t);
+	else if (!*rc && n.kind == NODE_PROJECT)
+		*rc = tree_refresh_project(t, n.pid);
+	else if (!*rc && n.kind != NODE_META && n.kind != NODE_META_CSVDIR)
+		*rc = -ENOTDIR;
 	tree_fill_stat(t, &st, 1, 0, NULL);
-	if (!rc && n.kind == NODE_ROOT) {
+	if (!*rc && n.kind == NODE_ROOT) {
 		prefetch_projects(t);
-		for (size_t i = 0; !rc && i < t->nprojs; i++)
-			rc = tree_dir_add(&d, t->projs[i]->dname, &st);
-		if (!rc)
-			rc = tree_dir_add(&d, ".phfs", &st);
-	} else if (!rc && n.kind == NODE_PROJECT) {
-		rc = copy_project(t, tree_find_project(t, n.pid), &d);
-	} else if (!rc) {
-		rc = meta_readdir(t, &n, &d);
+		for (size_t i = 0; !*rc && i < t->nprojs; i++)
+			*rc = tree_dir_add(d, t->projs[i]->dname, &st);
+		if (!*rc)
+			*rc = tree_dir_add(d, ".phfs", &st);
+		d->exact = 1;
+	} else if (!*rc && n.kind == NODE_PROJECT) {
+		*rc = copy_project(t, tree_find_project(t, n.pid), d);
+		d->pid = n.pid;
+		d->exact = 1;
+	} else if (!*rc) {
+		/* Sizes of .phfs files change with every read of them. */
+		*rc = meta_readdir(t, &n, d);
 	}
 	pthread_mutex_unlock(&t->lock);
+	if (*rc) {
+		tree_dir_free(d);
+		return NULL;
+	}
+	return d;
+}
 
-	if (!rc && !fill(ctx, ".", &st) && !fill(ctx, "..", &st))
-		for (size_t i = 0; i < d.count; i++)
-			if (fill(ctx, d.names[i], &d.stats[i]))
-				break;
-	for (size_t i = 0; i < d.count; i++)
-		free(d.names[i]);
-	free(d.names);
-	free(d.stats);
-	return rc;
+void tree_dir_given(struct tree *t, const struct tree_dir *d, size_t from,
+		    size_t to)
+{
+	struct project *p;
+
+	pthread_mutex_lock(&t->lock);
+	p = d->pid ? tree_find_project(t, d->pid) : NULL;
+	for (size_t i = from; p && i < to && i < d->count; i++) {
+		struct action **a =
+			d->aids[i] ? tree_find_action(p, d->aids[i]) : NULL;
+
+		if (!a)
+			continue;
+		if ((*a)->gen != d->gens[i]) {
+			tree_kernel_unknown(*a); /* an older size went */
+			continue;
+		}
+		(*a)->attr_gen = (*a)->gen;
+		(*a)->attr_path = dir_entry_hash(p, d->names[i]);
+	}
+	pthread_mutex_unlock(&t->lock);
 }
 
 /*
@@ -1131,6 +1288,49 @@ static struct tree_handle *handle_new(struct tree *t, enum handle_kind kind,
 	return h;
 }
 
+/*
+ * How an action file opened to read uses the kernel's caches. Pages are
+ * kept while they hold this version read through this name (a grep over
+ * a warm tree then costs no read); they are dropped at the open of a new
+ * version, unless handles still read an older one through them: then
+ * this handle reads past the cache. Attributes the kernel may hold of
+ * another version are invalidated (by the caller) before the open ends,
+ * so that a stat or a read right after it sees the new size.
+ */
+static void open_pages(struct tree *t, struct action *a,
+		       struct tree_handle *h, struct tree_open_result *out)
+{
+	uint64_t path = path_hash(h->fname);
+	int same = a->page_gen == a->gen && a->page_path == path;
+
+	out->invalidate = t->kernel_notify &&
+			  (a->attr_gen != a->gen || a->attr_path != path);
+	a->attr_gen = a->gen;
+	a->attr_path = path;
+	if (a->writers || (a->page_opens && a->page_gen != a->gen)) {
+		/* Writers move the size the kernel reads the cache up to. */
+		out->direct_io = 1;
+		out->keep_cache = 1; /* theirs */
+		return;
+	}
+	/* Nothing is kept with ttl=0. A file changed within the last
+	 * second (attr_timeout + 1 without notifications: the kernel may
+	 * still hold an old size) is being saved, or just was: read past
+	 * the cache, out of reach of the sizes a writer sets. */
+	if (t->opts.ttl == 0 ||
+	    tree_now() - a->changed <
+		    (t->kernel_notify ? 0 : t->attr_timeout) + 1) {
+		out->direct_io = 1;
+		a->page_gen = KERNEL_NONE;
+		return;
+	}
+	out->keep_cache = same;
+	a->page_gen = a->gen;
+	a->page_path = path;
+	a->page_opens++;
+	h->paged = 1;
+}
+
 /* An open action file: a snapshot to read, or a buffer to write. */
 static int open_action(struct tree *t, struct node *n, int flags,
 		       struct tree_handle *h, struct tree_open_result *out)
@@ -1148,18 +1348,14 @@ static int open_action(struct tree *t, struct node *n, int flags,
 	h->aid = n->aid;
 	if ((flags & O_ACCMODE) == O_RDONLY) {
 		h->blob = blob_ref(a->content);
-		/* Changed since the kernel cached it, or so recently that the
-		 * kernel may still hold the old size: read past its cache. */
-		out->direct_io = a->kernel_gen != a->gen ||
-				 tree_now() - a->changed < t->attr_timeout + 1;
-		/* Pages another handle cached may be of another version: the
-		 * kernel drops them at every open (reads cost no request). */
-		out->keep_cache = 0;
-		a->kernel_gen = a->gen;
+		open_pages(t, a, h, out);
 		return 0;
 	}
 	h->kind = H_ACTION;
 	out->direct_io = 1; /* the buffer, not the server's bytes */
+	tree_kernel_unknown(a); /* it will hold the sizes written */
+	a->writers++;
+	h->writer = 1;
 	if (flags & O_TRUNC) {
 		h->dirty = 1;
 		return 0;
@@ -1271,6 +1467,8 @@ ssize_t tree_read(struct tree_handle *h, char *buf, size_t size, off_t off)
 		n = size;
 	if (n)
 		memcpy(buf, data + off, n);
+	if (h->kind == H_READ && h->aid)
+		t->reads_served++;
 	pthread_mutex_unlock(&t->lock);
 	return (ssize_t)n;
 }
@@ -1281,6 +1479,16 @@ void tree_release(struct tree_handle *h)
 		return;
 	pthread_mutex_lock(&h->t->lock);
 	handle_unregister(h->t, h);
+	if (h->paged || h->kind == H_ACTION) {
+		struct action *a = handle_action(h->t, h);
+
+		if (a && h->paged && a->page_opens)
+			a->page_opens--;
+		if (a && h->writer && a->writers)
+			a->writers--;
+		if (a && h->kind == H_ACTION) /* the kernel has sizes written */
+			tree_kernel_unknown(a);
+	}
 	pthread_mutex_unlock(&h->t->lock);
 	if (h->local) {
 		pthread_mutex_lock(&h->t->lock);

@@ -42,14 +42,22 @@ int tree_premount(struct tree *t, struct api_err *e);
 void tree_drop_caches(struct tree *t);
 
 /*
- * How long the kernel trusts attributes (-o attr_timeout): within that
- * time of a change, a file is read without the page cache, so that a
- * size the kernel still has from before never cuts the new content.
+ * How the kernel caches: how long it trusts attributes (-o attr_timeout)
+ * and whether it can be told at once what changed (@notify: the caller
+ * invalidates the paths tree_open and tree_call_saved name). Without
+ * notifications a file is read past the page cache for attr_timeout + 1 s
+ * after a change, so that a size the kernel still has never cuts it.
  */
-void tree_set_attr_timeout(struct tree *t, double seconds);
+void tree_set_kernel_cache(struct tree *t, double attr_timeout, int notify);
 
 /* Starts one filesystem call: its requests share one deadline. */
 void tree_call_begin(struct tree *t);
+
+/*
+ * Whether the current call saved a file: the kernel's attributes of the
+ * path it saved (what was written, not the server's answer) are stale.
+ */
+int tree_call_saved(void);
 
 /*
  * At unmount: writes every file that never reached the server (new
@@ -59,22 +67,36 @@ void tree_keep_unsaved(struct tree *t, const char *dir);
 
 int tree_getattr(struct tree *t, const char *path, struct stat *st);
 
-/* Called once per entry; returns non-zero to stop. */
-typedef int (*tree_fill_fn)(void *ctx, const char *name,
-			    const struct stat *st);
-int tree_readdir(struct tree *t, const char *path, tree_fill_fn fill,
-		 void *ctx);
+/*
+ * A directory's entries as one readdir from offset 0 saw them; the
+ * kernel takes them in as many calls as its buffer needs. NULL with
+ * -errno in *rc on failure.
+ */
+struct tree_dir;
+struct tree_dir *tree_readdir(struct tree *t, const char *path, int *rc);
+size_t tree_dir_count(const struct tree_dir *d);
+const char *tree_dir_name(const struct tree_dir *d, size_t i);
+const struct stat *tree_dir_stat(const struct tree_dir *d, size_t i);
+/* The attributes are exact: the kernel may keep them (readdirplus). */
+int tree_dir_exact(const struct tree_dir *d);
+/* Entries [from, to) went to the kernel with their attributes. */
+void tree_dir_given(struct tree *t, const struct tree_dir *d, size_t from,
+		    size_t to);
+void tree_dir_free(struct tree_dir *d);
 
 struct tree_open_result {
 	struct tree_handle *handle;
 	int keep_cache; /* the kernel's cached pages are still right */
 	int direct_io;  /* content whose size is not known ahead */
+	int invalidate; /* the kernel's attributes of the path are stale */
 };
 int tree_open(struct tree *t, const char *path, int flags,
 	      struct tree_open_result *out);
 ssize_t tree_read(struct tree_handle *h, char *buf, size_t size, off_t off);
 void tree_release(struct tree_handle *h);
 int tree_fgetattr(struct tree_handle *h, struct stat *st);
+/* The path @h was opened by, without its leading '/'. */
+const char *tree_handle_name(const struct tree_handle *h);
 
 /*
  * Changes (save.c). Each returns 0 or -errno. A save happens at

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#define KERNEL_NONE ((unsigned long)-1)
+
 /* Bytes shared by the tree and every handle that opened them. */
 struct blob {
 	unsigned long refs;
@@ -34,7 +36,14 @@ struct action {
 	double fetched;           /* monotonic time the content came */
 	struct timespec mtime;    /* created_at, or when a change was seen */
 	unsigned long gen;        /* bumped when the content changes */
-	unsigned long kernel_gen; /* the gen the kernel last cached */
+	/* What the kernel holds of it, per name (a hash of the path: every
+	 * name is an inode of its own): the gen and name whose attributes
+	 * it was last given, the gen and name it last cached pages of, and
+	 * how many handles read through those pages. KERNEL_NONE: unknown. */
+	unsigned long attr_gen, page_gen;
+	uint64_t attr_path, page_path;
+	unsigned long page_opens;
+	unsigned long writers; /* handles open to write: they move its size */
 	double changed;           /* monotonic time of the last change */
 	double saved;             /* monotonic time of our last save of it */
 	int hidden; /* renamed away to a scratch name: not listed here */
@@ -92,10 +101,13 @@ struct tree {
 	size_t local_bytes; /* held by every local file */
 	size_t prefetching; /* prefetch workers still running */
 	int stopping;       /* unmounting: start no more work */
-	double attr_timeout; /* the kernel's, see tree_set_attr_timeout */
+	double attr_timeout; /* the kernel's, see tree_set_kernel_cache */
+	int kernel_notify;   /* the kernel can be told what changed */
 	struct tree_handle *handles; /* open files, freed at unmount if the
 				      * kernel never released them */
 	unsigned long cache_hits, cache_misses, served_stale;
+	unsigned long reads_served; /* of action files opened to read; the
+				     * kernel's page cache served the rest */
 	unsigned long saves, saves_failed, conflicts;
 };
 
@@ -115,6 +127,8 @@ struct tree_handle {
 	size_t len, cap;
 	struct local *local; /* H_LOCAL */
 	int dirty;  /* written since the last successful save */
+	int paged;  /* reads through the kernel's page cache */
+	int writer; /* counted in the action's writers */
 	int append; /* opened with O_APPEND: writes go to the end */
 	char fname[NAMES_FILE_MAX * 4]; /* for messages */
 };
@@ -143,17 +157,22 @@ struct node {
 #define LOCAL_FILE_MAX (16u << 20)
 #define LOCAL_TOTAL_MAX (256u << 20)
 
-/* Entries copied out of the tree, so fill() runs without the lock. */
-struct dir_copy {
+/* Entries copied out of the tree, handed to the kernel without the
+ * lock, in as many readdir calls as it takes. */
+struct tree_dir {
 	char **names;
 	struct stat *stats;
+	uint64_t *aids;      /* the action of each entry, or 0 */
+	unsigned long *gens; /* its gen when copied */
 	size_t count, cap;
+	uint64_t pid; /* the project listed, or 0 */
+	int exact;    /* the attributes are what getattr answers */
 };
 
 /* tree.c */
 void tree_fill_stat(struct tree *t, struct stat *st, int dir, off_t size,
 		    const struct timespec *mtime);
-int tree_dir_add(struct dir_copy *d, const char *name, const struct stat *st);
+int tree_dir_add(struct tree_dir *d, const char *name, const struct stat *st);
 double tree_now(void);
 struct blob *blob_new(const char *data, size_t len);
 struct blob *blob_ref(struct blob *b);
@@ -163,6 +182,12 @@ struct action **tree_find_action(struct project *p, uint64_t id);
 struct action *tree_action_from_json(const cJSON *item);
 /* Puts @fresh in place of the action with its id (or adds it). */
 void tree_put_action(struct project *p, struct action *fresh);
+/* A save in this call: tree_call_saved() says so. */
+void tree_note_saved(struct tree *t);
+/* The kernel holds sizes of action @aid that did not come from here
+ * (written, cut, renamed onto it): its caches are of no known version. */
+void tree_forget_pages(struct tree *t, uint64_t pid, uint64_t aid);
+void tree_kernel_unknown(struct action *a);
 void tree_drop_action(struct project *p, uint64_t id);
 int tree_resolve(struct tree *t, const char *path, struct node *n);
 int tree_refresh_project(struct tree *t, uint64_t pid);
@@ -174,7 +199,7 @@ void tree_alias(struct project *p, const char *name, uint64_t id);
  * the lock held; meta_getattr and meta_open without it. */
 int meta_resolve(struct tree *t, const char *rest, struct node *n);
 int meta_getattr(struct tree *t, const struct node *n, struct stat *st);
-int meta_readdir(struct tree *t, const struct node *n, struct dir_copy *d);
+int meta_readdir(struct tree *t, const struct node *n, struct tree_dir *d);
 int meta_open(struct tree *t, const struct node *n, struct tree_handle *h);
 
 /* local.c */
