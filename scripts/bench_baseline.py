@@ -4,7 +4,12 @@ list every project, list each project's actions, GET every action one by
 one over a single kept-alive connection, and search each JSON body.
 
     POSTHOG_PERSONAL_API_KEY=phx_... scripts/bench_baseline.py [--json] \
-        [--pattern pageview] [--timeout SECONDS] URL
+        [--pattern pageview] [--timeout SECONDS] [--lists-only N] URL
+
+--lists-only N measures the floor of a cold grep instead: the project list,
+then every project's listing over N kept-alive connections in parallel (a
+paginated listing: its first page, then the others in parallel once the
+count is known), the bodies searched as they are; no GET per action.
 
 URL is the base URL of the PostHog instance (http://127.0.0.1:PORT for the
 fake server). The key is read from $POSTHOG_PERSONAL_API_KEY only. Prints
@@ -24,8 +29,9 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 
 class Client:
@@ -93,6 +99,96 @@ class Client:
         self.conn.close()
 
 
+def path_of(link):
+    u = urlsplit(link)
+    return u.path + ("?" + u.query if u.query else "")
+
+
+def listing_paths(first_path, doc):
+    """The remaining page paths of a listing whose first page is @doc: all
+    of them when it gives a count and a limit, else None (follow its
+    "next" links one after another)."""
+    if not isinstance(doc, dict) or not doc.get("next"):
+        return []
+    q = parse_qs(urlsplit(doc["next"]).query)
+    if "count" not in doc or "limit" not in q:
+        return None
+    limit, count = int(q["limit"][0]), int(doc["count"])
+    return ["%s?limit=%d&offset=%d" % (first_path, limit, off)
+            for off in range(limit, count, limit)]
+
+
+def run_lists(url, key, pattern, timeout, nconn):
+    """The floor of a cold grep: every listing with @nconn requests in
+    flight, no GET per action. "matches" counts the listing bodies that
+    mention @pattern."""
+    needle = pattern.encode()
+    t0 = time.perf_counter()
+    clients = [Client(url, key, timeout) for _ in range(nconn)]
+    lock = threading.Condition()
+    bodies, errors = [], []
+    try:
+        prefix = clients[0].prefix
+        projects = clients[0].pages(prefix + "/api/projects/")
+        todo = ["%s/api/projects/%d/actions/" % (prefix, p["id"])
+                for p in projects]
+
+        def fetch(c, path):
+            body = c.get(path)
+            got, more = [body], []
+            if "offset=" not in path:  # a first page
+                doc = json.loads(body)
+                more = listing_paths(path, doc)
+                while more is None and doc.get("next"):
+                    body = c.get(path_of(doc["next"]))
+                    got.append(body)
+                    doc = json.loads(body)
+                more = more or []
+            return got, more
+
+        busy = [0]  # requests in flight that may add pages
+
+        def worker(c):
+            while True:
+                with lock:
+                    while not todo and busy[0] and not errors:
+                        lock.wait()
+                    if not todo or errors:
+                        return
+                    path = todo.pop()
+                    busy[0] += 1
+                try:
+                    got, more = fetch(c, path)
+                except Exception as e:  # noqa: BLE001 - raised below
+                    got, more = [], []
+                    with lock:
+                        errors.append(e)
+                with lock:
+                    bodies.extend(got)
+                    todo.extend(more)
+                    busy[0] -= 1
+                    lock.notify_all()
+
+        threads = [threading.Thread(target=worker, args=(c,))
+                   for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+    finally:
+        for c in clients:
+            c.close()
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds,
+            "requests": sum(c.requests for c in clients),
+            "connections": sum(c.connects for c in clients),
+            "projects": len(projects), "actions": None,
+            "matches": sum(needle in b for b in bodies),
+            "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
 def run(url, key, pattern, timeout):
     needle = pattern.encode()
     t0 = time.perf_counter()
@@ -129,18 +225,28 @@ def main():
                     help="socket timeout of one request, in seconds")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON object instead of a summary")
+    ap.add_argument("--lists-only", type=int, metavar="N",
+                    help="only the listings, N connections in parallel")
     args = ap.parse_args()
+    if args.lists_only is not None and args.lists_only < 1:
+        ap.error("--lists-only needs N >= 1")
     key = os.environ.get("POSTHOG_PERSONAL_API_KEY")
     if not key:
         sys.exit("bench_baseline: set POSTHOG_PERSONAL_API_KEY")
     try:
-        res = run(args.url, key, args.pattern, args.timeout)
+        res = (run_lists(args.url, key, args.pattern, args.timeout,
+                         args.lists_only) if args.lists_only
+               else run(args.url, key, args.pattern, args.timeout))
     except (OSError, ValueError, RuntimeError, KeyError, TypeError,
             http.client.HTTPException) as e:
         sys.exit("bench_baseline: %s: %s" % (type(e).__name__, e))
     if args.json:
         json.dump(res, sys.stdout)
         sys.stdout.write("\n")
+    elif args.lists_only:
+        print("%d projects: %.3f s, %d requests over %d connection(s)" % (
+            res["projects"], res["seconds"], res["requests"],
+            res["connections"]))
     else:
         print("%d projects, %d actions, %d match %r: %.3f s, %d requests "
               "over %d connection(s), peak RSS %.1f MiB" % (
