@@ -716,14 +716,15 @@ static int rename_action(struct tree *t, struct node *src, struct node *dst)
 static int rename_onto_record(struct tree *t, struct node *src,
 			      struct node *dst, const char *dname)
 {
-	struct project *p = tree_find_project(t, src->pid);
+	struct project *p;
 	struct local *l = src->local, *target = NULL;
 	struct blob *base = NULL;
 	uint64_t bound = 0, id = 0;
-	int restore = 0, rc;
-	char *text;
+	int restore = 0, rc = 0;
+	char *text = NULL, *name;
 	size_t len;
 
+	l->refs++; /* alive while a request drops the lock */
 	if (dst->kind == NODE_ACTION) {
 		bound = dst->aid;
 	} else if (dst->kind == NODE_LOCAL) {
@@ -733,32 +734,41 @@ static int rename_onto_record(struct tree *t, struct node *src,
 		base = target->base ? blob_ref(target->base) : NULL;
 	} else {
 		rc = bind_record(t, src->pid, dname, &bound, &restore, &base);
-		if (rc)
-			return rc;
+		if (!rc && !l->linked)
+			rc = -ENOENT; /* removed while the lock was dropped */
 	}
+	p = tree_find_project(t, src->pid);
+	if (!rc && !p)
+		rc = -ENOENT;
+	if (rc)
+		goto out;
 	if (!l->len) {
 		/* Nothing to send: it stays a local file under the name. */
-		blob_unref(base);
-		if (dst->kind == NODE_ACTION)
-			return -EINVAL;
+		if (dst->kind == NODE_ACTION) {
+			rc = -EINVAL;
+			goto out;
+		}
+		name = strdup(dname);
+		if (!name) {
+			rc = -ENOMEM;
+			goto out;
+		}
 		if (target)
 			drop_local(t, p, target);
 		free(l->name);
-		l->name = strdup(dname);
+		l->name = name;
 		l->bound = bound;
 		l->restore = restore;
-		return l->name ? 0 : -ENOMEM;
+		goto out;
 	}
 	text = malloc(l->len);
 	if (!text) {
-		blob_unref(base);
-		return -ENOMEM;
+		rc = -ENOMEM;
+		goto out;
 	}
 	len = l->len;
 	memcpy(text, l->data, len);
-	/* The source stays until the save succeeds; keep both alive while
-	 * the lock is dropped. */
-	l->refs++;
+	/* The source stays until the save succeeds; the target too. */
 	if (target)
 		target->refs++;
 	rc = save_text(t, src->pid, dname, bound, restore, base, text, len,
@@ -772,9 +782,10 @@ static int rename_onto_record(struct tree *t, struct node *src,
 		if (target && target->linked)
 			local_unlink(t, p, target);
 	}
-	local_unref(t, l);
 	if (target)
 		local_unref(t, target);
+out:
+	local_unref(t, l);
 	blob_unref(base);
 	free(text);
 	return rc;
