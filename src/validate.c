@@ -301,13 +301,16 @@ static int cmp_keys(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* What duplicate_key answers when it could not look. */
+static const char no_memory[] = "";
+
 /*
  * Finds a key given twice in one object, at any depth: which copy would
- * count is not obvious to a reader, and jq shows only the last.
+ * count is not obvious to a reader, and jq shows only the last. NULL if
+ * none, no_memory if it could not tell.
  */
 static const char *duplicate_key(const cJSON *v, int depth)
 {
-	static const char none[] = "";
 	const char **keys;
 	const char *dup = NULL;
 	size_t n = 0, i = 0;
@@ -327,7 +330,7 @@ static const char *duplicate_key(const cJSON *v, int depth)
 		return NULL;
 	keys = malloc(n * sizeof(*keys));
 	if (!keys)
-		return none;
+		return no_memory;
 	for (it = v->child; it; it = it->next)
 		keys[i++] = it->string ? it->string : "";
 	qsort(keys, n, sizeof(*keys), cmp_keys);
@@ -648,6 +651,10 @@ cJSON *action_parse(const char *text, size_t len, const cJSON *base,
 			goto bad;
 		}
 		dup = duplicate_key(obj, 0);
+		if (dup == no_memory) {
+			snprintf(why, whylen, "out of memory");
+			goto bad;
+		}
 		if (dup) {
 			char shown[64];
 
