@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from phfstest import PYTHON, is_mounted, jq_render
+from phfstest import PYTHON, is_mounted, jq_render, state_map
 
 # The deadline the fault tests mount with (-o timeout=), and what a single
 # system call may take beyond it before it counts as past its deadline:
@@ -257,21 +257,6 @@ def check_deadline(results, context, timeout=TIMEOUT, what=""):
 
 
 # ------------------------------------------------------------ server side
-
-
-def state_map(server):
-    """{project id: {action id: action}}, soft-deleted actions included."""
-    out = {}
-    for p in server.state()["projects"]:
-        acts = p["actions"]
-        if isinstance(acts, dict):
-            acts = list(acts.values())
-        out[p["id"]] = {a["id"]: a for a in acts}
-    return out
-
-
-def action_of(server, pid, aid):
-    return state_map(server)[pid][aid]
 
 
 def named(server, pid, name, live=True):

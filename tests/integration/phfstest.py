@@ -413,6 +413,17 @@ class FakeServer:
         raise KeyError(project)
 
 
+def state_map(server):
+    """{project id: {action id: action}} of the server, soft-deleted
+    actions included."""
+    return {p["id"]: {a["id"]: a for a in _actions(p)}
+            for p in _projects(server.state())}
+
+
+def action_of(server, pid, aid):
+    return state_map(server)[pid][aid]
+
+
 def _projects(state):
     ps = state.get("projects") if isinstance(state, dict) else state
     if isinstance(ps, dict):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from phfstest import jq_render, q, run
+from phfstest import action_of, jq_render, q, run, state_map
 
 DETAIL_RE = re.compile(r"^/api/projects/(\d+)/actions/(\d+)/?$")
 LIST_RE = re.compile(r"^/api/projects/(\d+)/actions/?$")
@@ -65,21 +65,6 @@ def wmount(mount, srv):
 
 
 # ------------------------------------------------------------ server side
-
-
-def state_map(server):
-    """{project id: {action id: action}} of the server, deleted included."""
-    out = {}
-    for p in server.state()["projects"]:
-        acts = p["actions"]
-        if isinstance(acts, dict):
-            acts = list(acts.values())
-        out[p["id"]] = {a["id"]: a for a in acts}
-    return out
-
-
-def action(server, pid, aid):
-    return state_map(server)[pid][aid]
 
 
 def live_actions(server, pid):
@@ -306,7 +291,7 @@ def render(obj):
 
 def expect_file_is_server(m, rel, server, pid, aid, repro):
     """The file reads as the server's current action."""
-    want = render(action(server, pid, aid))
+    want = render(action_of(server, pid, aid))
     got = m.read(*rel) if isinstance(rel, tuple) else m.read(PDIR, rel)
     if got != want:
         pytest.fail("%s does not read as the server's action %d\n--- got\n"
@@ -349,7 +334,7 @@ def pick(server, pid=PID, n=1):
                 continue
             server.set_action(pid, a["id"], description="Seeded for %d"
                               % a["id"])
-            out.append(action(server, pid, a["id"]))
+            out.append(action_of(server, pid, a["id"]))
             if len(out) >= n:
                 break
     assert len(out) >= n, "the fake server has too few plain actions"

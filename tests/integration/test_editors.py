@@ -14,7 +14,7 @@ import shlex
 
 import pytest
 
-from savetest import (PDIR, PID, Repro, action, action_file,
+from savetest import (PDIR, PID, Repro, action_of, action_file,
                       expect_file_is_server, expect_no_writes, expect_state,
                       expect_writes, listing, need_tools, ops_since, patch,
                       pick, post, state_map, trace_mark)
@@ -38,7 +38,7 @@ class Session:
 
     def __init__(self, m, server, tmux, argv_head, value, aid=None):
         self.m, self.server = m, server
-        self.a = action(server, PID, aid) if aid else pick(server)
+        self.a = action_of(server, PID, aid) if aid else pick(server)
         self.aid = self.a["id"]
         self.fname = action_file(m, self.aid)
         self.text = m.read(PDIR, self.fname).decode()
@@ -269,7 +269,7 @@ def test_vim_new_file_posts_once_then_patches(wmount, srv, tmux):
     t.type(":q")
     t.keys("Enter")
     t.wait_exit(SCREEN, r.context())
-    a = action(srv, PID, aid)
+    a = action_of(srv, PID, aid)
     assert (a["name"], a["description"], a["deleted"]) == (
         "New thing", "second save", False), (a, r.context())
     expect_state(srv, before, {}, r, new={PID: 1})

@@ -29,10 +29,11 @@ from shlex import quote
 
 import pytest
 
-from faulttest import (PDIR, PID, RETRIES, TIMEOUT, action_of, alive,
-                       any_re, check_deadline, detail_re, edited, file_of, fs,
-                       list_re, log_since, named, ok, proxy_factory, render,
-                       show, start_fs, state_map)
+from faulttest import (PDIR, PID, RETRIES, TIMEOUT, alive, any_re,
+                       check_deadline, detail_re, edited, file_of, fs, list_re,
+                       log_since, named, ok, proxy_factory, render, show,
+                       start_fs)
+from phfstest import action_of, state_map
 
 __all__ = ["proxy_factory"]      # the fixture, imported for pytest
 

@@ -22,10 +22,10 @@ import time
 
 import pytest
 
-from faulttest import (PDIR, PID, action_of, alive, check_deadline,
-                       detail_re, edited, file_of, fs, list_re, log_since,
-                       proxy_factory, render, state_map)
-from phfstest import by_id, is_mounted, jq_render, name_problems, run
+from faulttest import (PDIR, PID, alive, check_deadline, detail_re, edited,
+                       file_of, fs, list_re, log_since, proxy_factory, render)
+from phfstest import (action_of, by_id, is_mounted, jq_render, name_problems,
+                      run, state_map)
 
 __all__ = ["proxy_factory"]
 

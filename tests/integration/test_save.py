@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from savetest import (OTHER_PID, PDIR, PID, Repro, action, action_file,
+from savetest import (OTHER_PID, PDIR, PID, Repro, action_of, action_file,
                       edited, expect_file_is_server, expect_no_writes,
                       expect_state, expect_writes, listing, log_text,
                       need_tools, patch, pick, post, py, sh, state_map,
@@ -247,7 +247,7 @@ def test_steps_edit_patches_the_steps_only(wmount, srv, workdir):
     replaces them) without the computed selector_regex, and nothing else."""
     m = wmount()
     e = Edit(m, srv, workdir, "unused")
-    a = action(srv, PID, e.aid)
+    a = action_of(srv, PID, e.aid)
     steps = [dict(st) for st in a["steps"]] or [{"event": "x"}]
     steps[0]["event"] = "changed_by_jq"
     sh(m, "jq '.steps = %s' %s > %s.tmp && mv %s.tmp %s" % (
@@ -256,7 +256,7 @@ def test_steps_edit_patches_the_steps_only(wmount, srv, workdir):
     sent = [{k: v for k, v in st.items() if k != "selector_regex"}
             for st in steps]
     expect_writes(srv, [patch(PID, e.aid, {"steps": sent})], e.repro)
-    after = action(srv, PID, e.aid)
+    after = action_of(srv, PID, e.aid)
     assert after["steps"][0]["event"] == "changed_by_jq", e.repro.context()
     expect_state(srv, e.before, {(PID, e.aid): {"steps": after["steps"]}},
                  e.repro)
@@ -363,7 +363,7 @@ def test_new_file_with_echo_posts_once_then_patches(wmount, srv):
     sh(m, "echo '{\"name\": \"New thing\"}' > new-thing.json", r)
     expect_writes(srv, [post(PID, {"name": "New thing"})], r)
     aid = new_id(expect_state(srv, before, {}, r, new={PID: 1}), r)
-    assert action(srv, PID, aid)["name"] == "New thing"
+    assert action_of(srv, PID, aid)["name"] == "New thing"
     expect_listed_as(m, aid, "new-thing", "new-thing.json", r)
     # The name it was created under still reaches it.
     expect_file_is_server(m, "new-thing.json", srv, PID, aid, r)
@@ -374,7 +374,7 @@ def test_new_file_with_echo_posts_once_then_patches(wmount, srv):
        "save\"}' > new-thing.json", r)
     expect_writes(srv, [patch(PID, aid, {"description": "second save"})], r,
                   "second save")
-    a = action(srv, PID, aid)
+    a = action_of(srv, PID, aid)
     assert (a["name"], a["description"], a["deleted"]) == (
         "New thing", "second save", False), r.context()
     expect_state(srv, before, {}, r, new={PID: 1})
@@ -413,7 +413,7 @@ def test_new_file_with_cp_posts_once(wmount, srv, workdir):
     expect_writes(srv, [post(PID, {"name": "New thing", "description":
                                    "made by cp", "tags": ["Beta"]})], r)
     aid = new_id(expect_state(srv, before, {}, r, new={PID: 1}), r)
-    a = action(srv, PID, aid)
+    a = action_of(srv, PID, aid)
     assert a["tags"] == ["beta"] and a["description"] == "made by cp", a
     expect_listed_as(m, aid, "new-thing", "new-thing.json", r)
     # The file reads as the server's answer (tags lowercased).
