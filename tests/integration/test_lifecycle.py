@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from faulttest import (PDIR, PID, action_of, alive, detail_re, edited,
-                       file_of, fs, list_re, proxy_factory, render,
-                       start_fs, state_map)
-from phfstest import (Key, assert_no_key, is_mounted, key_fragments,
-                      leaks_key)
+from faulttest import (PDIR, PID, alive, detail_re, edited, file_of, fs,
+                       list_re, proxy_factory, render, start_fs)
+from phfstest import (Key, action_of, assert_no_key, is_mounted,
+                      key_fragments, leaks_key, state_map)
 
 __all__ = ["proxy_factory"]
 
