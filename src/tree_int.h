@@ -172,28 +172,52 @@ struct tree_dir {
 /* tree.c */
 void tree_fill_stat(struct tree *t, struct stat *st, int dir, off_t size,
 		    const struct timespec *mtime);
-int tree_dir_add(struct tree_dir *d, const char *name, const struct stat *st);
 double tree_now(void);
 struct blob *blob_new(const char *data, size_t len);
 struct blob *blob_ref(struct blob *b);
 void blob_unref(struct blob *b);
+void tree_action_free(struct action *a);
+void tree_project_free(struct tree *t, struct project *p);
 struct project *tree_find_project(struct tree *t, uint64_t id);
 struct action **tree_find_action(struct project *p, uint64_t id);
+/* Whether something fetched at @stamp is still within ttl at @now. */
+int tree_fresh_enough(const struct tree *t, double stamp, double now);
+int tree_resolve(struct tree *t, const char *path, struct node *n);
+/* Chains a handle about to be handed to the kernel. Lock held. */
+void tree_handle_register(struct tree *t, struct tree_handle *h);
+/* The action @h reads, if it is still there. Lock held. */
+struct action *tree_handle_action(struct tree *t,
+				  const struct tree_handle *h);
+void tree_alias(struct project *p, const char *name, uint64_t id);
+
+/* refresh.c: lock held; every request drops it meanwhile. */
 struct action *tree_action_from_json(const cJSON *item);
 /* Puts @fresh in place of the action with its id (or adds it). */
 void tree_put_action(struct project *p, struct action *fresh);
+void tree_drop_action(struct project *p, uint64_t id);
+int tree_refresh_project(struct tree *t, uint64_t pid);
+int refresh_projects(struct tree *t);
+/* Gets action @aid again when its copy is older than ttl. */
+int refresh_action(struct tree *t, uint64_t pid, uint64_t aid);
+/* Starts listing every project not listed within ttl, in parallel. */
+void refresh_prefetch(struct tree *t);
+
+/* kernel.c: lock held. */
+int tree_dir_add(struct tree_dir *d, const char *name, const struct stat *st);
+uint64_t kernel_path_hash(const char *path);
+/* How an action file opened to read uses the kernel's caches. */
+void kernel_open(struct tree *t, struct action *a, struct tree_handle *h,
+		 struct tree_open_result *out);
+/* @h's snapshot size went to the kernel (fstat). */
+void kernel_handle_stat(struct tree *t, const struct tree_handle *h);
+/* A new filesystem call begins on this thread. */
+void kernel_call_begin(void);
 /* A save in this call: tree_call_saved() says so. */
 void tree_note_saved(struct tree *t);
 /* The kernel holds sizes of action @aid that did not come from here
  * (written, cut, renamed onto it): its caches are of no known version. */
 void tree_forget_pages(struct tree *t, uint64_t pid, uint64_t aid);
 void tree_kernel_unknown(struct action *a);
-void tree_drop_action(struct project *p, uint64_t id);
-int tree_resolve(struct tree *t, const char *path, struct node *n);
-int tree_refresh_project(struct tree *t, uint64_t pid);
-/* Chains a handle about to be handed to the kernel. Lock held. */
-void tree_handle_register(struct tree *t, struct tree_handle *h);
-void tree_alias(struct project *p, const char *name, uint64_t id);
 
 /* meta.c: the .phfs directory. meta_resolve and meta_readdir run with
  * the lock held; meta_getattr and meta_open without it. */
@@ -224,5 +248,17 @@ void local_free_all(struct tree *t, struct project *p);
 int save_text(struct tree *t, uint64_t pid, const char *fname, uint64_t aid,
 	      int restore, const struct blob *base, const char *text,
 	      size_t len, uint64_t *saved);
+/* Installs a server's answer to a save; @fname keeps reaching it. Lock
+ * held. Returns the action's id, or 0. */
+uint64_t save_install_answer(struct tree *t, uint64_t pid, cJSON *answer,
+			     const char *fname);
+/* Which action a record name stands for (*bound, 0 if none), and whether
+ * it is soft-deleted (*restore, with its last version in *base). May
+ * drop the lock for a GET. */
+int save_bind_record(struct tree *t, uint64_t pid, const char *name,
+		     uint64_t *bound, int *restore, struct blob **base);
+void save_set_hidden(struct project *p, uint64_t id, int hidden);
+/* A path directly under the mount's root. */
+int save_is_root_file(const char *path);
 
 #endif
