@@ -100,10 +100,21 @@ static void render_string(struct buf *b, const char *str)
 
 	buf_add(b, "\"", 1);
 	for (size_t i = 0; i < n;) {
+		size_t plain = i;
 		long cp;
-		size_t len = utf8_next(s + i, n - i, &cp);
+		size_t len;
 		char esc[16];
 
+		/* Printable ASCII needs no escape: copied a run at a time. */
+		while (plain < n && s[plain] >= 0x20 && s[plain] < 0x7F &&
+		       s[plain] != '"' && s[plain] != '\\')
+			plain++;
+		if (plain > i) {
+			buf_add(b, (const char *)s + i, plain - i);
+			i = plain;
+			continue;
+		}
+		len = utf8_next(s + i, n - i, &cp);
 		if (cp < 0) {
 			buf_add(b, "\xEF\xBF\xBD", 3);
 		} else if (cp == '"') {
