@@ -1,6 +1,7 @@
 """Shipping: the manual page is clean, `meson install` lays out what a
 FUSE tool needs, and mount(8) mounts phfs from an fstab line."""
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from phfstest import REPO, is_mounted, mount_fstype, run
+from phfstest import REPO, TEST_ROOT, is_mounted, mount_fstype, run
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -107,6 +108,12 @@ def test_fstab_line_mounts_with_mount_T(installed, server, workdir, key_file):
                      % (server.url, mnt, kf))
     sbin_helper = Path("/sbin/mount.fuse.phfs")
     placed = False
+    # /sbin is shared: another test run on this machine waits its turn.
+    TEST_ROOT.mkdir(parents=True, exist_ok=True)
+    lock = open(TEST_ROOT / "sbin-helper.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if sbin_helper.is_symlink() and not sbin_helper.exists():
+        sbin_helper.unlink()  # left dangling by an interrupted run
     if not sbin_helper.exists():
         sbin_helper.symlink_to(installed / "usr" / "sbin" / "mount.phfs")
         placed = True
@@ -128,3 +135,4 @@ def test_fstab_line_mounts_with_mount_T(installed, server, workdir, key_file):
             subprocess.run(["fusermount3", "-uz", str(mnt)], timeout=30)
         if placed:
             sbin_helper.unlink()
+        lock.close()
