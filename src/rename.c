@@ -17,6 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Resolves @path for a change: -EROFS on a read-only mount. Lock held. */
+static int resolve_change(struct tree *t, const char *path, struct node *n)
+{
+	int rc = tree_resolve(t, path, n);
+
+	return !rc && t->opts.ro ? -EROFS : rc;
+}
+
 static int patch_action(struct tree *t, uint64_t pid, uint64_t aid,
 			cJSON *body, const char *what, const char *fname)
 {
@@ -62,9 +70,7 @@ int tree_unlink(struct tree *t, const char *path)
 	int rc;
 
 	pthread_mutex_lock(&t->lock);
-	rc = tree_resolve(t, path, &n);
-	if (!rc && t->opts.ro)
-		rc = -EROFS;
+	rc = resolve_change(t, path, &n);
 	if (!rc && n.kind == NODE_LOCAL) {
 		drop_local(t, tree_find_project(t, n.pid), n.local);
 	} else if (!rc && n.kind == NODE_ACTION) {
@@ -247,9 +253,7 @@ int tree_rename(struct tree *t, const char *from, const char *to,
 	if (flags & ~(unsigned int)RENAME_NOREPLACE)
 		return -EINVAL;
 	pthread_mutex_lock(&t->lock);
-	rc = tree_resolve(t, from, &src);
-	if (!rc && t->opts.ro)
-		rc = -EROFS;
+	rc = resolve_change(t, from, &src);
 	if (!rc && src.kind != NODE_LOCAL && src.kind != NODE_ACTION)
 		rc = -EPERM;
 	if (rc)
@@ -395,9 +399,7 @@ int tree_chmod(struct tree *t, const char *path, mode_t mode)
 	int rc;
 
 	pthread_mutex_lock(&t->lock);
-	rc = tree_resolve(t, path, &n);
-	if (!rc && t->opts.ro)
-		rc = -EROFS;
+	rc = resolve_change(t, path, &n);
 	/* On action files and directories: accepted, nothing changes. */
 	if (!rc && n.kind == NODE_LOCAL)
 		n.local->mode = (n.local->mode & S_IFMT) | (mode & 07777);
@@ -411,9 +413,7 @@ int tree_utimens(struct tree *t, const char *path, const struct timespec tv[2])
 	int rc;
 
 	pthread_mutex_lock(&t->lock);
-	rc = tree_resolve(t, path, &n);
-	if (!rc && t->opts.ro)
-		rc = -EROFS;
+	rc = resolve_change(t, path, &n);
 	if (!rc && n.kind == NODE_LOCAL && tv) {
 		if (tv[1].tv_nsec == UTIME_NOW)
 			clock_gettime(CLOCK_REALTIME, &n.local->mtime);
