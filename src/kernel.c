@@ -79,14 +79,71 @@ static uint64_t dir_entry_hash(const struct project *p, const char *name)
 	return kernel_path_hash(path);
 }
 
-/* The size of an older version went to the kernel: its cache of the
- * action is of no known version. */
-void kernel_handle_stat(struct tree *t, const struct tree_handle *h)
+unsigned long kernel_size(const struct action *a, off_t *size)
 {
-	struct action *a = tree_handle_action(t, h);
+	/* While handles read an older version through the page cache, the
+	 * kernel keeps its size: the size those reads stop at. */
+	if (a->page_opens && a->page_gen != a->gen) {
+		*size = (off_t)a->page_len;
+		return a->page_gen;
+	}
+	*size = (off_t)a->content->len;
+	return a->gen;
+}
 
-	if (a && a->content != h->blob)
+off_t kernel_handle_stat(struct tree *t, const struct tree_handle *h)
+{
+	struct action *a = h->aid ? tree_handle_action(t, h) : NULL;
+	off_t size;
+
+	if (h->kind == H_ACTION) {
+		if (a) /* the buffer's size, which is no version */
+			tree_kernel_unknown(a);
+		return (off_t)h->len;
+	}
+	if (!a)
+		return (off_t)h->blob->len;
+	a->attr_gen = kernel_size(a, &size);
+	a->attr_path = kernel_path_hash(h->fname);
+	return size;
+}
+
+void kernel_writer(struct action *a, struct tree_handle *h)
+{
+	tree_kernel_unknown(a); /* it will hold the sizes written */
+	if (!h->writer) {
+		a->writers++;
+		h->writer = 1;
+	}
+}
+
+void kernel_release(struct tree *t, struct tree_handle *h)
+{
+	struct action *a = h->aid ? tree_handle_action(t, h) : NULL;
+
+	if (!a)
+		return;
+	if (h->paged && a->page_opens)
+		a->page_opens--;
+	if (h->dropping && a->page_drops)
+		a->page_drops--;
+	if (h->writer && a->writers)
+		a->writers--;
+	if (h->kind == H_ACTION) /* the kernel has sizes written */
 		tree_kernel_unknown(a);
+}
+
+void tree_open_done(struct tree_handle *h)
+{
+	struct tree *t = h->t;
+	struct action *a;
+
+	pthread_mutex_lock(&t->lock);
+	a = h->dropping ? tree_handle_action(t, h) : NULL;
+	if (a && a->page_drops)
+		a->page_drops--;
+	h->dropping = 0;
+	pthread_mutex_unlock(&t->lock);
 }
 
 /* Grows @arr (of @size-byte items) to @cap items; 0 or -ENOMEM. */
@@ -165,13 +222,15 @@ void tree_dir_given(struct tree *t, const struct tree_dir *d, size_t from,
 		struct action **a =
 			d->aids[i] ? tree_find_action(p, d->aids[i]) : NULL;
 
+		off_t size;
+
 		if (!a)
 			continue;
-		if ((*a)->gen != d->gens[i]) {
-			tree_kernel_unknown(*a); /* an older size went */
+		if (kernel_size(*a, &size) != d->gens[i]) {
+			tree_kernel_unknown(*a); /* another size went */
 			continue;
 		}
-		(*a)->attr_gen = (*a)->gen;
+		(*a)->attr_gen = d->gens[i];
 		(*a)->attr_path = dir_entry_hash(p, d->names[i]);
 	}
 	pthread_mutex_unlock(&t->lock);
@@ -180,32 +239,35 @@ void tree_dir_given(struct tree *t, const struct tree_dir *d, size_t from,
 /*
  * How an action file opened to read uses the kernel's caches. Pages are
  * kept while they hold this version read through this name (a grep over
- * a warm tree then costs no read); they are dropped at the open of a new
- * version, unless handles still read an older one through them: then
- * this handle reads past the cache. Attributes the kernel may hold of
- * another version are invalidated (by the caller) before the open ends,
- * so that a stat or a read right after it sees the new size.
+ * a warm tree then costs no read). At the open of another version or
+ * name they are dropped, by the caller's invalidation before the open
+ * returns; until then (tree_open_done) other opens read past the cache.
+ * So do opens while writers move the size, while handles read an older
+ * version through the cache, within a second of a change, and all with
+ * ttl=0. Attributes the kernel may hold of another version are
+ * invalidated before the open ends, so that a stat or a read right after
+ * it sees the size.
  */
 void kernel_open(struct tree *t, struct action *a, struct tree_handle *h,
 		 struct tree_open_result *out)
 {
 	uint64_t path = kernel_path_hash(h->fname);
 	int same = a->page_gen == a->gen && a->page_path == path;
+	off_t size;
+	unsigned long gen = kernel_size(a, &size);
 
 	out->invalidate = t->kernel_notify &&
-			  (a->attr_gen != a->gen || a->attr_path != path);
-	a->attr_gen = a->gen;
+			  (a->attr_gen != gen || a->attr_path != path);
+	a->attr_gen = gen;
 	a->attr_path = path;
-	if (a->writers || (a->page_opens && a->page_gen != a->gen)) {
-		/* Writers move the size the kernel reads the cache up to. */
+	if (a->writers || a->page_drops ||
+	    (a->page_opens && a->page_gen != a->gen)) {
 		out->direct_io = 1;
 		out->keep_cache = 1; /* theirs */
 		return;
 	}
-	/* Nothing is kept with ttl=0. A file changed within the last
-	 * second (attr_timeout + 1 without notifications: the kernel may
-	 * still hold an old size) is being saved, or just was: read past
-	 * the cache, out of reach of the sizes a writer sets. */
+	/* Without notifications (attr_timeout + 1) the kernel may still
+	 * hold an old size. */
 	if (t->opts.ttl == 0 ||
 	    tree_now() - a->changed <
 		    (t->kernel_notify ? 0 : t->attr_timeout) + 1) {
@@ -213,9 +275,16 @@ void kernel_open(struct tree *t, struct action *a, struct tree_handle *h,
 		a->page_gen = KERNEL_NONE;
 		return;
 	}
-	out->keep_cache = same;
+	if (!same && t->kernel_notify) {
+		out->invalidate = 1; /* drops the pages before the open ends */
+		a->page_drops++;
+		h->dropping = 1;
+	}
+	/* Without notifications the kernel drops the pages at each open. */
+	out->keep_cache = same && t->kernel_notify;
 	a->page_gen = a->gen;
 	a->page_path = path;
+	a->page_len = a->content->len;
 	a->page_opens++;
 	h->paged = 1;
 }

@@ -199,6 +199,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 		set_open_result(fi, &r);
 		if (r.invalidate)
 			kernel_forget(path);
+		tree_open_done(r.handle);
 	}
 	return rc;
 }

@@ -56,6 +56,15 @@ static int parse_time(const char *s, struct timespec *out)
 	return 0;
 }
 
+/* Generations come from one counter: an action dropped and listed again
+ * never meets a gen it had, nor one another struct had. */
+static unsigned long new_gen(void)
+{
+	static unsigned long last;
+
+	return __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED);
+}
+
 /* A new action from one server object, rendered; NULL if unusable. */
 struct action *tree_action_from_json(const cJSON *item)
 {
@@ -73,6 +82,7 @@ struct action *tree_action_from_json(const cJSON *item)
 		return NULL;
 	}
 	names_action_file(a->id, listing_item_name(item), a->fname);
+	a->gen = new_gen();
 	tree_kernel_unknown(a);
 	text = action_render(item, &len);
 	a->content = text ? blob_new(text, len) : NULL;
@@ -122,6 +132,8 @@ static void action_update(struct action *old, struct action *fresh)
 	fresh->page_gen = old->page_gen;
 	fresh->page_path = old->page_path;
 	fresh->page_opens = old->page_opens;
+	fresh->page_len = old->page_len;
+	fresh->page_drops = old->page_drops;
 	fresh->writers = old->writers;
 	fresh->hidden = old->hidden;
 	fresh->saved = old->saved;
@@ -136,7 +148,7 @@ static void action_update(struct action *old, struct action *fresh)
 		fresh->changed = old->changed;
 		fresh->mtime = old->mtime;
 	} else {
-		fresh->gen = old->gen + 1;
+		fresh->gen = new_gen();
 		fresh->changed = tree_now();
 		clock_gettime(CLOCK_REALTIME, &fresh->mtime);
 	}
@@ -188,7 +200,7 @@ static struct action **actions_from_list(const cJSON *items, double now,
 			arr[w++] = arr[i];
 		}
 		for (size_t i = 0; i < w; i++)
-			arr[i]->gen = 0;
+			arr[i]->gen = new_gen();
 		k = w;
 	}
 	*count = k;

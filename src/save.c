@@ -476,6 +476,8 @@ static int save_local(struct tree *t, uint64_t pid, struct local *l,
 	if (!rc) {
 		l->saved_once = 1;
 		if (h) {
+			struct action *a;
+
 			h->kind = H_ACTION;
 			h->aid = id;
 			h->buf = text;
@@ -483,6 +485,9 @@ static int save_local(struct tree *t, uint64_t pid, struct local *l,
 			text = NULL;
 			h->local = NULL;
 			local_unref(t, l); /* the handle's reference */
+			a = tree_handle_action(t, h);
+			if (a)
+				kernel_writer(a, h);
 		}
 		if (p && l->linked)
 			local_unlink(t, p, l);
@@ -503,6 +508,8 @@ int tree_flush(struct tree_handle *h)
 		pthread_mutex_unlock(&t->lock);
 		return 0;
 	}
+	/* Saved, unchanged or refused: the kernel has the size written. */
+	tree_note_saved(t);
 	if (h->kind == H_ACTION && h->len) {
 		char *text = malloc(h->len);
 		size_t len = h->len;

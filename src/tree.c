@@ -337,6 +337,7 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 {
 	struct node n;
 	struct action **a;
+	off_t size;
 	int rc;
 
 	pthread_mutex_lock(&t->lock);
@@ -353,9 +354,9 @@ int tree_getattr(struct tree *t, const char *path, struct stat *st)
 		break;
 	case NODE_ACTION:
 		a = tree_find_action(tree_find_project(t, n.pid), n.aid);
-		tree_fill_stat(t, st, 0, (off_t)(*a)->content->len, &(*a)->mtime);
-		(*a)->attr_gen = (*a)->gen;
+		(*a)->attr_gen = kernel_size(*a, &size);
 		(*a)->attr_path = kernel_path_hash(path);
+		tree_fill_stat(t, st, 0, size, &(*a)->mtime);
 		break;
 	case NODE_LOCAL:
 		fill_local_stat(t, st, n.local);
@@ -396,12 +397,8 @@ int tree_fgetattr(struct tree_handle *h, struct stat *st)
 	if (h->kind == H_LOCAL) {
 		fill_local_stat(t, st, h->local);
 	} else {
-		tree_fill_stat(t, st, 0,
-			  (off_t)(h->kind == H_ACTION ? h->len : h->blob->len),
-			  NULL);
+		tree_fill_stat(t, st, 0, kernel_handle_stat(t, h), NULL);
 		clock_gettime(CLOCK_REALTIME, &st->st_mtim);
-		if (h->kind == H_READ && h->aid)
-			kernel_handle_stat(t, h);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return 0;
@@ -414,14 +411,17 @@ static int copy_project(struct tree *t, struct project *p, struct tree_dir *d)
 
 	for (size_t i = 0; !rc && i < p->nacts; i++) {
 		struct action *a = p->acts[i];
+		unsigned long gen;
+		off_t size;
 
 		if (a->hidden || local_find(p, a->fname))
 			continue;
-		tree_fill_stat(t, &st, 0, (off_t)a->content->len, &a->mtime);
+		gen = kernel_size(a, &size);
+		tree_fill_stat(t, &st, 0, size, &a->mtime);
 		rc = tree_dir_add(d, a->fname, &st);
 		if (!rc) {
 			d->aids[d->count - 1] = a->id;
-			d->gens[d->count - 1] = a->gen;
+			d->gens[d->count - 1] = gen;
 		}
 	}
 	for (struct local *l = p->locals; !rc && l; l = l->next) {
@@ -529,9 +529,7 @@ static int open_action(struct tree *t, struct node *n, int flags,
 	}
 	h->kind = H_ACTION;
 	out->direct_io = 1; /* the buffer, not the server's bytes */
-	tree_kernel_unknown(a); /* it will hold the sizes written */
-	a->writers++;
-	h->writer = 1;
+	kernel_writer(a, h);
 	if (flags & O_TRUNC) {
 		h->dirty = 1;
 		return 0;
@@ -655,16 +653,7 @@ void tree_release(struct tree_handle *h)
 		return;
 	pthread_mutex_lock(&h->t->lock);
 	handle_unregister(h->t, h);
-	if (h->paged || h->kind == H_ACTION) {
-		struct action *a = tree_handle_action(h->t, h);
-
-		if (a && h->paged && a->page_opens)
-			a->page_opens--;
-		if (a && h->writer && a->writers)
-			a->writers--;
-		if (a && h->kind == H_ACTION) /* the kernel has sizes written */
-			tree_kernel_unknown(a);
-	}
+	kernel_release(h->t, h);
 	pthread_mutex_unlock(&h->t->lock);
 	if (h->local) {
 		pthread_mutex_lock(&h->t->lock);

@@ -43,6 +43,8 @@ struct action {
 	unsigned long attr_gen, page_gen;
 	uint64_t attr_path, page_path;
 	unsigned long page_opens;
+	size_t page_len;          /* the length of the page_gen version */
+	unsigned long page_drops; /* opens dropping the kernel's pages */
 	unsigned long writers; /* handles open to write: they move its size */
 	double changed;           /* monotonic time of the last change */
 	double saved;             /* monotonic time of our last save of it */
@@ -127,8 +129,9 @@ struct tree_handle {
 	size_t len, cap;
 	struct local *local; /* H_LOCAL */
 	int dirty;  /* written since the last successful save */
-	int paged;  /* reads through the kernel's page cache */
-	int writer; /* counted in the action's writers */
+	int paged;    /* reads through the kernel's page cache */
+	int dropping; /* counted in the action's page_drops */
+	int writer;   /* counted in the action's writers */
 	int append; /* opened with O_APPEND: writes go to the end */
 	char fname[NAMES_FILE_MAX * 4]; /* for messages */
 };
@@ -208,8 +211,14 @@ uint64_t kernel_path_hash(const char *path);
 /* How an action file opened to read uses the kernel's caches. */
 void kernel_open(struct tree *t, struct action *a, struct tree_handle *h,
 		 struct tree_open_result *out);
-/* @h's snapshot size went to the kernel (fstat). */
-void kernel_handle_stat(struct tree *t, const struct tree_handle *h);
+/* The size the kernel is to see of @a in *size, and the gen it is of. */
+unsigned long kernel_size(const struct action *a, off_t *size);
+/* The size fstat of @h gives the kernel. */
+off_t kernel_handle_stat(struct tree *t, const struct tree_handle *h);
+/* @h is released: the counts it was in. */
+void kernel_release(struct tree *t, struct tree_handle *h);
+/* @h now writes action @a (a new file saved while open). */
+void kernel_writer(struct action *a, struct tree_handle *h);
 /* A new filesystem call begins on this thread. */
 void kernel_call_begin(void);
 /* A save in this call: tree_call_saved() says so. */

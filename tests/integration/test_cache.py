@@ -113,9 +113,12 @@ sys.stdout.buffer.write(head + rest)
 """
 
 
-def test_reader_of_an_older_version_reads_it_whole(mount, server, workdir):
+@pytest.mark.parametrize("change", ["grow", "shrink"])
+def test_reader_of_an_older_version_reads_it_whole(mount, server, workdir,
+                                                   change):
     """A handle opened before a change reads the version it opened to the
-    end, while opens after the change read the new one."""
+    end, whatever the size of the new one, while opens after the change
+    (and a stat among them) read the new one."""
     aid = sorted(a["id"] for a in server.actions_of(1))[5]
     server.set_action(1, aid, description="Old and long. " * 600)
     m = mount("ttl=1")
@@ -132,10 +135,13 @@ def test_reader_of_an_older_version_reads_it_whole(mount, server, workdir):
             assert reader.poll() is None, reader.stderr.read()
             time.sleep(0.02)
         assert ready.exists(), "the reader never opened the file"
-        server.set_action(1, aid, description="New. " * 3000)
+        server.set_action(1, aid, description=("New. " * 3000
+                                               if change == "grow" else "x"))
         new = server_text(server, 1, aid)
+        assert (len(new) > len(old)) == (change == "grow")
         time.sleep(TTL_WAIT)
         assert m.read("1-web-app", name) == new, m.context()
+        m.stat("1-web-app", name)
         assert m.read("1-web-app", name) == new, m.context()
         go.touch()
         out, err = reader.communicate(timeout=60)
@@ -147,7 +153,7 @@ def test_reader_of_an_older_version_reads_it_whole(mount, server, workdir):
     assert out == old, (
         "the reader opened before the change read %d bytes, not the %d of "
         "the version it opened\n%s" % (len(out), len(old), m.context()))
-    assert m.read("1-web-app", name) == new
+    check_read(m, name, new, "once the reader closed, the")
 
 
 def test_size_after_a_save_is_the_servers(mount, server):
