@@ -275,13 +275,14 @@ void kernel_open(struct tree *t, struct action *a, struct tree_handle *h,
 		a->page_gen = KERNEL_NONE;
 		return;
 	}
-	if (!same && t->kernel_notify) {
+	if (!same && a->paged_ever && t->kernel_notify) {
 		out->invalidate = 1; /* drops the pages before the open ends */
 		a->page_drops++;
 		h->dropping = 1;
 	}
 	/* Without notifications the kernel drops the pages at each open. */
 	out->keep_cache = same && t->kernel_notify;
+	a->paged_ever = 1;
 	a->page_gen = a->gen;
 	a->page_path = path;
 	a->page_len = a->content->len;

@@ -134,6 +134,7 @@ static void action_update(struct action *old, struct action *fresh)
 	fresh->page_opens = old->page_opens;
 	fresh->page_len = old->page_len;
 	fresh->page_drops = old->page_drops;
+	fresh->paged_ever = old->paged_ever;
 	fresh->writers = old->writers;
 	fresh->hidden = old->hidden;
 	fresh->saved = old->saved;

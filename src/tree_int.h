@@ -45,6 +45,7 @@ struct action {
 	unsigned long page_opens;
 	size_t page_len;          /* the length of the page_gen version */
 	unsigned long page_drops; /* opens dropping the kernel's pages */
+	int paged_ever; /* read through the page cache once: it may hold pages */
 	unsigned long writers; /* handles open to write: they move its size */
 	double changed;           /* monotonic time of the last change */
 	double saved;             /* monotonic time of our last save of it */
