@@ -197,9 +197,10 @@ static int op_open(const char *path, struct fuse_file_info *fi)
 
 	if (!rc) {
 		set_open_result(fi, &r);
-		if (r.invalidate)
+		if (r.invalidate) { /* a drop in progress ends here */
 			kernel_forget(path);
-		tree_open_done(r.handle);
+			tree_open_done(r.handle);
+		}
 	}
 	return rc;
 }

@@ -92,7 +92,8 @@ struct tree_open_result {
 };
 int tree_open(struct tree *t, const char *path, int flags,
 	      struct tree_open_result *out);
-/* The caller did what tree_open asked of the kernel (invalidate). */
+/* The caller did what tree_open asked of the kernel (invalidate); only
+ * needed when it asked. */
 void tree_open_done(struct tree_handle *h);
 ssize_t tree_read(struct tree_handle *h, char *buf, size_t size, off_t off);
 void tree_release(struct tree_handle *h);
