@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from phfstest import PYTHON, is_mounted, jq_render, state_map
+from phfstest import (PYTHON, ProbeResult, action_file, is_mounted,
+                      jq_render, state_map)
 
 # The deadline the fault tests mount with (-o timeout=), and what a single
 # system call may take beyond it before it counts as past its deadline:
@@ -151,18 +152,9 @@ main()
 '''
 
 
-class Step(dict):
+class Step(ProbeResult):
     """One step's result: op, path, errno (a name or None), failed (the
     system call that failed), calls [[syscall, seconds, errno]], data."""
-
-    @property
-    def errno(self):
-        return self.get("errno")
-
-    @property
-    def data(self):
-        d = self.get("data")
-        return None if d is None else base64.b64decode(d)
 
     @property
     def names(self):
@@ -280,12 +272,7 @@ def ok(r):
 
 
 def file_of(m, aid, pdir=PDIR):
-    """The canonical file name of action @aid in the listing."""
-    for n in m.ls(pdir):
-        if re.match(r"^%d(-.*)?\.json$" % aid, n):
-            return n
-    pytest.fail("action %d is not listed in %s\n%s" % (aid, pdir,
-                                                       m.context()))
+    return action_file(m, aid, pdir)
 
 
 def render(obj):

@@ -413,6 +413,15 @@ class FakeServer:
         raise KeyError(project)
 
 
+def action_file(m, aid, pdir):
+    """The canonical file name of action @aid in the listing of @pdir."""
+    for n in m.ls(pdir):
+        if re.match(r"^%d(-.*)?\.json$" % aid, n):
+            return n
+    pytest.fail("action %d is not listed in %s\n%s" % (aid, pdir,
+                                                       m.context()))
+
+
 def state_map(server):
     """{project id: {action id: action}} of the server, soft-deleted
     actions included."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import phfstest
 from phfstest import action_of, jq_render, q, run, state_map
 
 DETAIL_RE = re.compile(r"^/api/projects/(\d+)/actions/(\d+)/?$")
@@ -309,12 +310,7 @@ def listing(m, pdir=PDIR):
 
 
 def action_file(m, aid, pdir=PDIR):
-    """The canonical name of action @aid in the listing."""
-    for n in m.ls(pdir):
-        if re.match(r"^%d(-.*)?\.json$" % aid, n):
-            return n
-    pytest.fail("action %d is not listed in %s\n%s" % (aid, pdir,
-                                                       m.context()))
+    return phfstest.action_file(m, aid, pdir)
 
 
 def pick(server, pid=PID, n=1):
